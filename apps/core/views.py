@@ -1,0 +1,48 @@
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.core.forms import ApiTokenForm
+from apps.core.permissions import StaffRequest, staff_required
+from apps.core.selectors import api_tokens_visible_to
+from apps.core.services import api_token_create, api_token_revoke
+
+TOKENS_PER_PAGE = 50
+
+
+@require_GET
+@staff_required
+def overview(request: StaffRequest) -> HttpResponse:
+    return render(request, "core/overview.html")
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def tokens(request: StaffRequest) -> HttpResponse:
+    may_grant_admin = request.user.is_superuser
+    form = ApiTokenForm(request.POST or None, may_grant_admin=may_grant_admin)
+    new_secret = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            _, new_secret = api_token_create(
+                user=request.user, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"]
+            )
+            form = ApiTokenForm(may_grant_admin=may_grant_admin)
+            status = 201
+        else:
+            status = 400
+    page = Paginator(api_tokens_visible_to(user=request.user), TOKENS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"form": form, "page": page, "new_secret": new_secret}
+    return render(request, "core/tokens.html", context, status=status)
+
+
+@require_POST
+@staff_required
+def token_revoke(request: StaffRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(api_tokens_visible_to(user=request.user), pk=token_id)
+    api_token_revoke(token=token)
+    messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("core:tokens")

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DatabaseConfig(AppConfig):
+    name = "apps.database"
+    label = "database"
+    verbose_name = "Database"

@@ -1,0 +1,72 @@
+"""Per-request accounting of time spent in SQL and cache calls.
+
+The totals live in a context variable so that concurrent requests in one
+process (threads under gunicorn's gthread worker, tasks under ASGI) never see
+each other's figures. ServerTimingMiddleware opens a ledger per request;
+outside a request (management commands, the worker) nothing is recorded.
+"""
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class RequestLedger:
+    db_seconds: float = 0.0
+    db_queries: int = 0
+    cache_seconds: float = 0.0
+    cache_calls: int = 0
+    # Cache methods call one another (get_or_set calls get and add); only the
+    # outermost call is timed so no time is counted twice.
+    cache_depth: int = 0
+
+
+_ledger: ContextVar[RequestLedger | None] = ContextVar("perfhub_request_ledger", default=None)
+
+
+def current_ledger() -> RequestLedger | None:
+    return _ledger.get()
+
+
+@contextmanager
+def request_ledger() -> Iterator[RequestLedger]:
+    ledger = RequestLedger()
+    token = _ledger.set(ledger)
+    try:
+        yield ledger
+    finally:
+        _ledger.reset(token)
+
+
+def time_sql(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """A ``connection.execute_wrapper`` that adds each query's time to the ledger."""
+    ledger = _ledger.get()
+    if ledger is None:
+        return execute(sql, params, many, context)
+    start = time.perf_counter()
+    try:
+        return execute(sql, params, many, context)
+    finally:
+        ledger.db_seconds += time.perf_counter() - start
+        ledger.db_queries += 1
+
+
+@contextmanager
+def timed_cache_call() -> Iterator[None]:
+    ledger = _ledger.get()
+    if ledger is None:
+        yield
+        return
+    ledger.cache_depth += 1
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        ledger.cache_depth -= 1
+        if ledger.cache_depth == 0:
+            ledger.cache_seconds += time.perf_counter() - start
+            ledger.cache_calls += 1

@@ -1,0 +1,56 @@
+"""gunicorn settings for PerfHub: ``gunicorn -c perfhub/gunicorn_conf.py perfhub.wsgi``.
+
+Prometheus runs in multiprocess mode: each worker writes its samples to
+files in PROMETHEUS_MULTIPROC_DIR and a scrape, answered by any worker, sums
+them. The directory is emptied when the master starts (stale files from an
+earlier run would add old counts) and a dead worker's live gauges are
+dropped in child_exit.
+"""
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from perfhub.env import data_dir, env_int, env_str
+
+_multiproc_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir() / "prometheus")))
+
+bind = env_str("PERFHUB_BIND", "127.0.0.1:8000")
+workers = env_int("PERFHUB_WEB_WORKERS", 2, minimum=1, maximum=64)
+threads = env_int("PERFHUB_WEB_THREADS", 1, minimum=1, maximum=64)
+worker_class = "gthread" if threads > 1 else "sync"
+timeout = env_int("PERFHUB_WEB_TIMEOUT", 30, minimum=1)
+graceful_timeout = 20
+keepalive = 5
+# Recycle workers now and then so a slow leak cannot grow without bound; the
+# jitter keeps them from restarting all at once.
+max_requests = 20_000
+max_requests_jitter = 2_000
+# PerfHub logs one line per request itself (with the request id).
+accesslog = None
+errorlog = "-"
+proc_name = "perfhub-web"
+
+
+def on_starting(server: Any) -> None:
+    shutil.rmtree(_multiproc_dir, ignore_errors=True)
+    _multiproc_dir.mkdir(parents=True, exist_ok=True)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    from perfhub.telemetry import configure_tracing
+
+    configure_tracing()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    from perfhub.telemetry import shutdown_tracing
+
+    shutdown_tracing()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
