@@ -54,3 +54,8 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+# PerfHub does not use gunicorn's control socket, and a fixed path would
+# collide when two servers run on one host (tests, benchmarks).
+control_socket_disable = True

@@ -53,6 +53,9 @@ if env_bool("PERFHUB_TRUST_X_FORWARDED_PROTO", False):
     # Only behind a proxy that always sets the header; otherwise a client
     # could claim HTTPS.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Prometheus scrapes each pod by IP over plain HTTP (with a bearer token);
+# redirecting it to HTTPS would fail every scrape.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/performance/metrics$"]
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

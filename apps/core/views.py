@@ -12,14 +12,14 @@ from apps.core.services import api_token_create, api_token_revoke
 TOKENS_PER_PAGE = 50
 
 
-@require_GET
 @staff_required
+@require_GET
 def overview(request: StaffRequest) -> HttpResponse:
     return render(request, "core/overview.html")
 
 
-@require_http_methods(["GET", "POST"])
 @staff_required
+@require_http_methods(["GET", "POST"])
 def tokens(request: StaffRequest) -> HttpResponse:
     may_grant_admin = request.user.is_superuser
     form = ApiTokenForm(request.POST or None, may_grant_admin=may_grant_admin)
@@ -39,8 +39,8 @@ def tokens(request: StaffRequest) -> HttpResponse:
     return render(request, "core/tokens.html", context, status=status)
 
 
-@require_POST
 @staff_required
+@require_POST
 def token_revoke(request: StaffRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(api_tokens_visible_to(user=request.user), pk=token_id)
     api_token_revoke(token=token)
