@@ -95,14 +95,16 @@ def database_from_url(url: str, *, engine_prefix: str, conn_options: dict[str, o
             "OPTIONS": options,
         }
     if parts.scheme == "sqlite":
-        path = unquote(parts.path)
-        if not path.startswith("/"):
+        # As in SQLAlchemy: three slashes, then the path; an absolute path
+        # therefore shows four.
+        path = unquote(parts.path)[1:]
+        if parts.netloc or not path.startswith("/"):
             raise ImproperlyConfigured(
                 "A sqlite DATABASE_URL needs an absolute path: sqlite:////var/lib/perfhub/db.sqlite3."
             )
         return {"ENGINE": f"{engine_prefix}.sqlite3", "NAME": path}
     raise ImproperlyConfigured(
-        f"DATABASE_URL must start with postgres:// or sqlite://, not {parts.scheme or url!r}://."
+        f"DATABASE_URL must start with postgres:// or sqlite://, not {parts.scheme + '://' if parts.scheme else url!r}."
     )
 
 

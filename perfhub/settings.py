@@ -48,7 +48,7 @@ SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("PERFHUB_HSTS_SECONDS", 31_536_000 if HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
-SECURE_HSTS_PRELOAD = env_bool("PERFHUB_HSTS_PRELOAD", False)
+SECURE_HSTS_PRELOAD = env_bool("PERFHUB_HSTS_PRELOAD", HTTPS)
 if env_bool("PERFHUB_TRUST_X_FORWARDED_PROTO", False):
     # Only behind a proxy that always sets the header; otherwise a client
     # could claim HTTPS.

@@ -68,6 +68,9 @@ def configure_tracing(*, span_processor: SpanProcessor | None = None) -> TracerP
     if span_processor is None and not tracing_requested():
         return None
     os.environ.setdefault("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME)
+    # DjangoInstrumentor edits settings.MIDDLEWARE, and gunicorn's post_fork
+    # runs before perfhub.wsgi has named the settings module.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "perfhub.settings")
     provider = TracerProvider(resource=Resource.create())
     if span_processor is not None:
         provider.add_span_processor(span_processor)
@@ -76,10 +79,25 @@ def configure_tracing(*, span_processor: SpanProcessor | None = None) -> TracerP
             provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     DjangoInstrumentor().instrument(tracer_provider=provider)
+    _keep_probes_first()
     PsycopgInstrumentor().instrument(tracer_provider=provider)
     RedisInstrumentor().instrument(tracer_provider=provider)
     SQLite3Instrumentor().instrument(tracer_provider=provider)
     return provider
+
+
+def _keep_probes_first() -> None:
+    """DjangoInstrumentor puts its middleware first, and that middleware
+    validates the Host header. Probes come by pod IP and must be answered
+    before any host check (and need no traces), so the probe middleware is
+    moved back in front."""
+    from django.conf import settings
+
+    probe = "apps.resilience.middleware.ProbeMiddleware"
+    middleware = list(settings.MIDDLEWARE)
+    if probe in middleware:
+        middleware.remove(probe)
+        settings.MIDDLEWARE = [probe, *middleware]
 
 
 def shutdown_tracing() -> None:

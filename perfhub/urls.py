@@ -3,8 +3,11 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from apps.core.apis import WhoAmIView
+
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.metrics.urls")),
+    path("whoami", WhoAmIView.as_view(), name="api-whoami"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file, so the
     # docs page holds under the strict Content-Security-Policy.

@@ -22,7 +22,7 @@ def overview(request: StaffRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def tokens(request: StaffRequest) -> HttpResponse:
     may_grant_admin = request.user.is_superuser
-    form = ApiTokenForm(request.POST or None, may_grant_admin=may_grant_admin)
+    form = ApiTokenForm(request.POST if request.method == "POST" else None, may_grant_admin=may_grant_admin)
     new_secret = None
     status = 200
     if request.method == "POST":

@@ -72,8 +72,8 @@ class ServerTimingMiddleware:
         cache_ms = ledger.cache_seconds * 1000
         app_ms = max(total_ms - db_ms - cache_ms, 0.0)
         response["Server-Timing"] = (
-            f'db;dur={db_ms:.1f};desc="{ledger.db_queries} queries", '
-            f'cache;dur={cache_ms:.1f};desc="{ledger.cache_calls} calls", '
-            f"app;dur={app_ms:.1f}"
+            f'db;dur={db_ms:.2f};desc="{ledger.db_queries} queries", '
+            f'cache;dur={cache_ms:.2f};desc="{ledger.cache_calls} calls", '
+            f"app;dur={app_ms:.2f}"
         )
         return response
