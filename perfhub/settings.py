@@ -309,6 +309,18 @@ LOGGING = {
     },
 }
 
+# --- Real-user monitoring ---------------------------------------------------
+
+# Beacons per minute, per client IP and per site, over all workers.
+VITALS_RATE_LIMIT_PER_IP = env_int("PERFHUB_RATE_LIMIT_PER_IP", 600, minimum=1)
+VITALS_RATE_LIMIT_PER_SITE = env_int("PERFHUB_RATE_LIMIT_PER_SITE", 120_000, minimum=1)
+# Trusted proxies in front of PerfHub that append to X-Forwarded-For; 0 uses
+# the connection's address. Never more than the real number of proxies, or
+# clients could choose their own address.
+PROXY_COUNT = env_int("PERFHUB_PROXY_COUNT", 0, minimum=0, maximum=5)
+# A MaxMind GeoLite2/GeoIP2 Country or City database; unset: no countries.
+GEOIP_PATH = env_str("GEOIP_PATH")
+
 # Seconds between worker heartbeats; the readiness and health checks call a
 # worker dead after three missed beats.
 WORKER_HEARTBEAT_SECONDS = env_int("PERFHUB_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)

@@ -1,3 +1,4 @@
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
@@ -7,11 +8,18 @@ from apps.core.apis import WhoAmIView
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.metrics.urls")),
+    path("", include("apps.vitals.urls")),
     path("whoami", WhoAmIView.as_view(), name="api-whoami"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    # The split view serves Swagger UI's start-up script as a file, so the
-    # docs page holds under the strict Content-Security-Policy.
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's start-up script as a file, and
+    # templates/drf_spectacular/swagger_ui.html drops its inline <style>, so
+    # the docs page holds under the strict Content-Security-Policy; only its
+    # icons, data: SVG <img>s rendered by swagger-ui-bundle.js, need img-src data:.
+    path(
+        "docs/",
+        csp_update({"img-src": ["'self'", "data:"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
 ]
 
 admin.site.site_header = "PerfHub administration"

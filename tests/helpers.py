@@ -3,10 +3,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 import pytest
@@ -85,12 +87,18 @@ def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen
 def gunicorn(port: int, *, env: dict[str, str], workers: int = 2) -> Iterator[subprocess.Popen[bytes]]:
     """Run PerfHub under gunicorn with the project's own config."""
     env = {**env, "PERFHUB_BIND": f"127.0.0.1:{port}", "PERFHUB_WEB_WORKERS": str(workers)}
+    # A file, not a pipe nobody reads: past 64 KiB of log the workers would block.
+    with tempfile.TemporaryFile() as log:
+        yield from _run_gunicorn(port, env, log)
+
+
+def _run_gunicorn(port: int, env: dict[str, str], log: IO[bytes]) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
         [str(BASE_DIR / ".venv" / "bin" / "gunicorn"), "--config", "perfhub/gunicorn_conf.py", "perfhub.wsgi"],
         cwd=BASE_DIR,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
         wait_for_port(port, process=process)

@@ -13,7 +13,9 @@ class PrometheusMetricsView(APIView):
 
     @extend_schema(
         summary="Prometheus metrics",
-        responses={(200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text format 0.0.4")},
+        responses={
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text exposition format")
+        },
     )
     def get(self, request: Request) -> HttpResponse:
         response = ExportToDjangoView(request)

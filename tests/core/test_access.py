@@ -17,6 +17,7 @@ PUBLIC = {
     "admin:login": "the admin's own login page",
     "admin:logout": "logging out an anonymous visitor is harmless",
     "api-docs": "only the page shell; the schema it loads needs authentication",
+    "vitals-collect": "the beacon endpoint: browsers post with the site's public key, no login",
 }
 # Answered by ProbeMiddleware before URL resolution; listed for completeness.
 PROBES = ("/livez", "/readyz")

@@ -43,7 +43,7 @@ def test_two_fresh_installs_get_different_passwords() -> None:
 def test_the_worker_runs_its_jobs_and_beats(viewer: User) -> None:
     out = io.StringIO()
     call_command("worker", "--once", stdout=out)
-    assert "started with 1 periodic job(s)" in out.getvalue()
+    assert "started with 2 periodic job(s)" in out.getvalue()
     assert "stopped" in out.getvalue()
     beat = cache.get(HEARTBEAT_KEY)
     assert beat is not None and beat["at"] > 0

@@ -12,8 +12,9 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 def test_staff_create_a_token_whose_secret_is_shown_once_and_stored_hashed(viewer_client: Client) -> None:
-    response = viewer_client.post("/tokens/", {"name": "Prometheus scrape", "scope": "read"})
-    assert response.status_code == 201
+    response = viewer_client.post("/tokens/", {"name": "Prometheus scrape", "scope": "read"}, follow=True)
+    # Post/Redirect/Get, so a reload cannot create a second token.
+    assert response.redirect_chain == [("/tokens/", 302)]
     secret = response.context["new_secret"]
     assert secret.startswith("phk_") and len(secret) > 40
     assert secret in response.content.decode()
@@ -23,8 +24,10 @@ def test_staff_create_a_token_whose_secret_is_shown_once_and_stored_hashed(viewe
     assert secret not in {token.digest, token.hint, token.name}
     assert token.scope == "read"
 
+    # Shown once: the next visit no longer has it.
     listing = viewer_client.get("/tokens/")
     assert listing.status_code == 200
+    assert listing.context["new_secret"] is None
     assert secret not in listing.content.decode()
     assert "Prometheus scrape" in listing.content.decode()
 
@@ -88,7 +91,7 @@ def test_only_administrators_may_create_admin_tokens(viewer_client: Client, owne
     assert not ApiToken.objects.exists()
 
     granted = owner_client.post("/tokens/", {"name": "backups", "scope": "admin"})
-    assert granted.status_code == 201
+    assert granted.status_code == 302
     assert ApiToken.objects.get().scope == "admin"
 
 

@@ -3,6 +3,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
@@ -13,6 +14,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
 from apps.core.locks import job_lock
+from apps.vitals.services import metrics_store
+from apps.vitals.stream import StreamConsumer
 from perfhub.telemetry import configure_tracing
 
 logger = logging.getLogger("perfhub.worker")
@@ -35,6 +38,8 @@ def default_jobs() -> list[PeriodicJob]:
     return [
         # Expired sessions pile up in the database otherwise.
         PeriodicJob("clearsessions", interval=6 * 3600),
+        # Partitions ahead, retention, minute rollups folded into hours.
+        PeriodicJob("vitals_maintain", interval=600),
     ]
 
 
@@ -52,7 +57,8 @@ class Command(BaseCommand):
         jobs = default_jobs()
         identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stdout.write(f"PerfHub worker {identity} started with {len(jobs)} periodic job(s).")
-        next_heartbeat = 0.0
+        consumer = self._stream_consumer()
+        next_heartbeat = next_reclaim = 0.0
         while not self.stopping:
             now = time.monotonic()
             if now >= next_heartbeat:
@@ -62,11 +68,42 @@ class Command(BaseCommand):
                 if once or now >= job.next_run:
                     self._run(job)
                     job.next_run = time.monotonic() + job.interval
+            if consumer is not None:
+                if now >= next_reclaim:
+                    self._consume(consumer.reclaim)
+                    next_reclaim = now + 30
+                # Blocks up to a second when the stream is idle, which also
+                # paces the loop.
+                written = self._consume(consumer.poll)
+                while once and written:
+                    written = self._consume(consumer.poll)
+            elif not once:
+                # Short sleeps keep shutdown prompt after a signal.
+                time.sleep(0.5)
             if once:
                 break
-            # Short sleeps keep shutdown prompt after a signal.
-            time.sleep(0.5)
         self.stdout.write(f"PerfHub worker {identity} stopped.")
+
+    def _stream_consumer(self) -> "StreamConsumer | None":
+        if not settings.REDIS_URL:
+            return None  # the embedded default writes beacons in the request
+        consumer = StreamConsumer(store=lambda records: metrics_store(records=records))
+        consumer.ensure_group()
+        self.stdout.write(f"Consuming the beacon stream as {consumer.name}.")
+        return consumer
+
+    def _consume(self, step: Callable[[], int]) -> int:
+        # A connection the database dropped while the stream was idle is
+        # replaced before the next write.
+        close_old_connections()
+        try:
+            return step()
+        except Exception:
+            # Redis or the database is away: the entries stay pending and are
+            # retried; back off so the logs are not flooded.
+            logger.exception("beacon stream step failed; retrying in 2s")
+            time.sleep(2)
+            return 0
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

@@ -1,0 +1,267 @@
+"""Parsing and validation of beacons (DESIGN.md, "The beacon contract").
+
+A beacon is turned into metric records, plain dicts with the columns of
+``Metric``, or refused with a ``BeaconError`` naming the field. A metric that
+is invalid on its own is rejected and counted while the rest of its beacon is
+kept.
+"""
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeGuard
+
+from apps.vitals.models import Rating, Site
+from apps.vitals.normalize import ClientInfo, clean_url, route_for
+
+# web-vitals' own thresholds: good <= first, poor > second.
+THRESHOLDS: dict[str, tuple[float, float]] = {
+    "LCP": (2500, 4000),
+    "INP": (200, 500),
+    "CLS": (0.1, 0.25),
+    "FCP": (1800, 3000),
+    "TTFB": (800, 1800),
+}
+METRIC_NAMES = frozenset(THRESHOLDS)
+# Times in milliseconds up to two minutes; CLS is unitless.
+VALUE_CAPS = {name: (100.0 if name == "CLS" else 120_000.0) for name in THRESHOLDS}
+MAX_BODY_BYTES = 64 * 1024
+MAX_METRICS_PER_BEACON = 50
+MAX_ATTRIBUTION_BYTES = 4096
+MAX_ATTRIBUTION_STRING = 500
+CONNECTIONS = frozenset({"slow-2g", "2g", "3g", "4g"})
+NAVIGATION_TYPES = frozenset(
+    {"navigate", "reload", "back-forward", "back-forward-cache", "prerender", "restore", "soft-navigation"}
+)
+_METRIC_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# web-vitals ids are "v<major>-<Date.now() at page load>-<random>".
+_ID_TIMESTAMP = re.compile(r"^v\d+-(\d{13})-")
+_PAGEVIEW = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+class BeaconError(Exception):
+    """The whole beacon is refused: ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, *, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+@dataclass
+class ParsedBeacon:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+
+def rating_for(name: str, value: float) -> int:
+    good, poor = THRESHOLDS[name]
+    if value <= good:
+        return Rating.GOOD
+    if value <= poor:
+        return Rating.NEEDS_IMPROVEMENT
+    return Rating.POOR
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY_BYTES:
+        raise BeaconError(f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", status=413)
+    if not body.strip():
+        raise BeaconError("empty body; expected a JSON object", field="$")
+    try:
+        # NaN and Infinity literals parse to floats here on purpose: they are
+        # rejected per metric, so the valid metrics beside them are kept.
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BeaconError("body is not UTF-8", field="$") from None
+    except json.JSONDecodeError as exc:
+        raise BeaconError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", field="$") from None
+    except RecursionError:
+        raise BeaconError("JSON nested too deeply", field="$") from None
+    if not isinstance(data, dict):
+        raise BeaconError(f"expected a JSON object, got {type(data).__name__}", field="$")
+    return data
+
+
+def _optional_str(data: dict[str, Any], key: str, max_length: int) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BeaconError(f"{key} must be a string", field=key)
+    if len(value) > max_length:
+        raise BeaconError(f"{key} is longer than {max_length} characters", field=key)
+    return value
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def occurred_at_for(metric_id: str, *, received_at: datetime, sent_at_ms: float | None) -> datetime:
+    """When the page view started, on the server's clock.
+
+    The metric id carries the page's load time by the browser's clock; the
+    difference between ``sent_at`` (browser clock) and ``received_at``
+    (server clock) corrects for a wrong browser clock. Every report of one
+    metric then lands in the same time bucket, however late it arrives.
+    Without ``sent_at`` the clock cannot be corrected and the arrival time
+    is used. The result is kept within the last day.
+    """
+    match = _ID_TIMESTAMP.match(metric_id)
+    if match is None or sent_at_ms is None:
+        return received_at
+    offset_ms = received_at.timestamp() * 1000 - sent_at_ms
+    started_ms = int(match.group(1)) + offset_ms
+    started = datetime.fromtimestamp(started_ms / 1000, tz=UTC)
+    return min(max(started, received_at - timedelta(days=1)), received_at)
+
+
+def _clean_attribution(raw: object) -> dict[str, Any]:
+    """Keep scalar values and one level of nesting (serverTiming), strings
+    shortened; drop the lot if it is still too large."""
+    if not isinstance(raw, dict):
+        return {}
+    cleaned: dict[str, Any] = {}
+    for key, value in list(raw.items())[:40]:
+        if not isinstance(key, str) or len(key) > 64:
+            continue
+        if isinstance(value, dict):
+            nested = {
+                k: v for k, v in list(value.items())[:10] if isinstance(k, str) and _is_number(v) and math.isfinite(v)
+            }
+            if nested:
+                cleaned[key] = nested
+        elif isinstance(value, str):
+            cleaned[key] = value[:MAX_ATTRIBUTION_STRING]
+        elif _is_number(value) and math.isfinite(value) or isinstance(value, bool):
+            cleaned[key] = value
+    if len(json.dumps(cleaned, ensure_ascii=False).encode()) > MAX_ATTRIBUTION_BYTES:
+        return {}
+    return cleaned
+
+
+def _metric_error(errors: list[dict[str, str]], index: int, key: str, message: str) -> None:
+    errors.append({"field": f"metrics[{index}].{key}" if key else f"metrics[{index}]", "error": message})
+
+
+def parse_beacon(
+    data: dict[str, Any],
+    *,
+    site: Site,
+    rules: list[tuple[str, str]],
+    client: ClientInfo,
+    country: str,
+    referer: str,
+    received_at: datetime,
+) -> ParsedBeacon:
+    """Validate ``data`` (already decoded) and build metric records."""
+    if "metrics" not in data and "name" in data and "value" in data:
+        # A bare web-vitals Metric object, as in the web-vitals README's
+        # sendToAnalytics example.
+        metrics: object = [data]
+        url = data.get("url") if isinstance(data.get("url"), str) else referer
+        pageview = ""
+    else:
+        version = data.get("v", 1)
+        if version != 1:
+            raise BeaconError(f"unsupported beacon version {version!r}; expected 1", field="v")
+        metrics = data.get("metrics")
+        url = data.get("url")
+        pageview = _optional_str(data, "pageview", 64)
+        if pageview and not _PAGEVIEW.match(pageview):
+            raise BeaconError("pageview must be letters, digits and dashes", field="pageview")
+    if not isinstance(url, str) or not url:
+        raise BeaconError("url is required (the page's address)", field="url")
+    try:
+        page = clean_url(url, keep_params=site.kept_query_params)
+    except ValueError as exc:
+        raise BeaconError(f"url: {exc}", field="url") from None
+    if not isinstance(metrics, list) or not metrics:
+        raise BeaconError("metrics must be a non-empty list", field="metrics")
+    if len(metrics) > MAX_METRICS_PER_BEACON:
+        raise BeaconError(f"at most {MAX_METRICS_PER_BEACON} metrics per beacon", field="metrics")
+
+    # Over-long labels are cut rather than refused: the metrics still count.
+    declared_route = _optional_str(data, "route", 2000)[:200]
+    release = _optional_str(data, "release", 2000)[:100]
+    connection = _optional_str(data, "connection", 16)
+    connection = connection if connection in CONNECTIONS else ""
+    sample_rate = data.get("sample_rate", 1)
+    if not _is_number(sample_rate) or not 0 < sample_rate <= 1:
+        raise BeaconError("sample_rate must be a number above 0 and at most 1", field="sample_rate")
+    sent_at = data.get("sent_at")
+    if sent_at is not None and not (_is_number(sent_at) and math.isfinite(sent_at)):
+        raise BeaconError("sent_at must be a number of milliseconds since the epoch", field="sent_at")
+
+    route = route_for(declared=declared_route or None, path=page.path, rules=rules, resolve_django=site.is_builtin)
+    weight = 1 / sample_rate
+    parsed = ParsedBeacon()
+    seen: dict[str, int] = {}
+    for index, metric in enumerate(metrics):
+        if not isinstance(metric, dict):
+            _metric_error(parsed.errors, index, "", "each metric must be an object")
+            continue
+        name = metric.get("name")
+        if name not in METRIC_NAMES:
+            _metric_error(
+                parsed.errors,
+                index,
+                "name",
+                f"unknown metric {str(name)[:20]!r}; expected one of " + ", ".join(sorted(METRIC_NAMES)),
+            )
+            continue
+        value = metric.get("value")
+        if not _is_number(value):
+            _metric_error(parsed.errors, index, "value", "value must be a number")
+            continue
+        if not math.isfinite(value):
+            _metric_error(parsed.errors, index, "value", "value must be finite")
+            continue
+        if not 0 <= value <= VALUE_CAPS[name]:
+            _metric_error(parsed.errors, index, "value", f"{name} must be between 0 and {VALUE_CAPS[name]:g}")
+            continue
+        metric_id = metric.get("id")
+        if not isinstance(metric_id, str) or not _METRIC_ID.match(metric_id):
+            _metric_error(parsed.errors, index, "id", "id must be 1 to 64 letters, digits or ._:-")
+            continue
+        navigation_type = metric.get("navigationType")
+        occurred_at = occurred_at_for(metric_id, received_at=received_at, sent_at_ms=sent_at)
+        record = {
+            "site_id": site.pk,
+            "day": occurred_at.date(),
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "metric_id": metric_id,
+            "pageview": pageview or metric_id,
+            "name": name,
+            "value": float(value),
+            "rating": rating_for(name, value),
+            "weight": weight,
+            "route": route,
+            "path": page.path,
+            "host": page.host,
+            "release": release,
+            "navigation_type": navigation_type if navigation_type in NAVIGATION_TYPES else "",
+            "connection": connection,
+            "device_class": client.device_class,
+            "browser": client.browser[:40],
+            "browser_major": client.browser_major[:8],
+            "os": client.os[:40],
+            "country": country,
+            "attribution": _clean_attribution(metric.get("attribution")),
+        }
+        # A metric reported twice in one beacon counts once, with its latest value.
+        if metric_id in seen:
+            parsed.records[seen[metric_id]] = record
+        else:
+            seen[metric_id] = len(parsed.records)
+            parsed.records.append(record)
+    return parsed

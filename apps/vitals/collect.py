@@ -1,0 +1,223 @@
+"""``POST /api/v1/vitals/collect``: the beacon endpoint (DESIGN.md, "The
+beacon contract").
+
+A plain Django view rather than DRF: it is the hottest path in PerfHub, takes
+no session or user, and answers cross-origin browsers that cannot follow a
+login redirect, so none of DRF's machinery would earn its cost here.
+"""
+
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from prometheus_client import Counter
+
+from apps.core.ratelimit import hit
+from apps.vitals.beacon import MAX_BODY_BYTES, BeaconError, decode_body, parse_beacon
+from apps.vitals.models import RouteRule, Site
+from apps.vitals.normalize import country_for_ip, parse_user_agent
+from apps.vitals.services import beacon_ingest
+
+logger = logging.getLogger(__name__)
+
+BEACONS = Counter("perfhub_vitals_beacons", "Beacons received, by outcome.", ["outcome"])
+METRICS = Counter("perfhub_vitals_metrics", "Metrics received, by outcome.", ["outcome"])
+
+ACCEPTED_CONTENT_TYPES = ("text/plain", "application/json")
+# A site's settings are read at most this often per process: key rotation
+# and origin changes take effect within this many seconds.
+SITE_CACHE_SECONDS = 30
+SITE_SHARED_CACHE_SECONDS = 86_400
+_sites: dict[str, tuple[float, Site | None, list[tuple[str, str]]]] = {}
+
+
+def _site_for_key(key: str) -> tuple[Site | None, list[tuple[str, str]]]:
+    """The site with this public key and its route rules. Read from the
+    database at most every SITE_CACHE_SECONDS per process, and kept in the
+    shared cache too: while PostgreSQL is down, beacons for known sites are
+    still accepted into the stream (DESIGN.md, "Degradation")."""
+    now = time.monotonic()
+    cached = _sites.get(key)
+    if cached and cached[0] > now:
+        return cached[1], cached[2]
+    shared_key = f"perfhub:vitals:site:{key}"
+    try:
+        site = Site.objects.filter(public_key=key).first()
+        rules = list(RouteRule.objects.filter(site=site).values_list("pattern", "route")) if site else []
+    except DatabaseError:
+        remembered = cache.get(shared_key)
+        if remembered is None:
+            raise
+        site, rules = remembered
+    else:
+        try:
+            cache.set(shared_key, (site, rules), timeout=SITE_SHARED_CACHE_SECONDS)
+        except Exception:
+            logger.warning("site cache unavailable", exc_info=True)
+    if len(_sites) > 10_000:
+        _sites.clear()  # unknown keys must not grow the cache without bound
+    _sites[key] = (now + SITE_CACHE_SECONDS, site, rules)
+    return site, rules
+
+
+def forget_cached_sites() -> None:
+    _sites.clear()
+
+
+def _client_ip(request: HttpRequest) -> str:
+    proxies = settings.PROXY_COUNT
+    if proxies:
+        # Each trusted proxy appends the address it saw; the client is the
+        # one the outermost trusted proxy saw.
+        forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+        if len(forwarded) >= proxies:
+            return forwarded[-proxies]
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
+def _origin_allowed(site: Site, origin: str, request: HttpRequest) -> bool:
+    if not origin:
+        # Not a browser's cross-origin request (a script, or an old browser).
+        return True
+    if site.is_builtin:
+        return origin == f"{request.scheme}://{request.get_host()}"
+    return "*" in site.allowed_origins or origin in site.allowed_origins
+
+
+def _answer(body: dict[str, Any], status: int, origin: str, *, cors: bool) -> JsonResponse:
+    response = JsonResponse(body, status=status)
+    if cors and origin:
+        response["Access-Control-Allow-Origin"] = origin
+    response["Vary"] = "Origin"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _error(
+    message: str, status: int, origin: str, *, field: str | None = None, cors: bool = True, **extra: Any
+) -> JsonResponse:
+    BEACONS.labels(outcome=f"http_{status}").inc()
+    return _answer({"error": message, "field": field, **extra}, status, origin, cors=cors)
+
+
+@csrf_exempt
+def collect(request: HttpRequest) -> HttpResponse:
+    origin = request.headers.get("Origin", "")
+    key = request.GET.get("key") or request.headers.get("X-PerfHub-Key", "")
+    if request.method == "OPTIONS":
+        return _preflight(request, key, origin)
+    if request.method != "POST":
+        response = _error("use POST", 405, origin)
+        response["Allow"] = "POST, OPTIONS"
+        return response
+    if not key:
+        return _error("the site key is missing: ?key=… or the X-PerfHub-Key header", 400, origin, field="key")
+    try:
+        site, rules = _site_for_key(key[:64])
+    except DatabaseError:
+        logger.exception("site lookup failed")
+        response = _error("PerfHub cannot check site keys right now; retry later", 503, origin)
+        response["Retry-After"] = "30"
+        return response
+    if site is None:
+        return _error("unknown site key", 403, origin, field="key", cors=False)
+    if not _origin_allowed(site, origin, request):
+        return _error(f"origin {origin[:100]} is not allowed for this site", 403, origin, field="origin", cors=False)
+    declared_length = request.META.get("CONTENT_LENGTH") or ""
+    if declared_length.isdigit() and int(declared_length) > MAX_BODY_BYTES:
+        # Refused before reading: an oversized body never reaches memory.
+        return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413, origin)
+    client_ip = _client_ip(request)
+    for scope, identity, limit in (
+        ("ip", client_ip, settings.VITALS_RATE_LIMIT_PER_IP),
+        ("site", str(site.pk), settings.VITALS_RATE_LIMIT_PER_SITE),
+    ):
+        verdict = hit(f"vitals-{scope}", identity, limit=limit, window=60)
+        if not verdict.allowed:
+            response = _error(f"too many beacons from this {scope}; retry later", 429, origin)
+            response["Retry-After"] = str(verdict.retry_after)
+            return response
+
+    # Capped read: a chunked body without Content-Length is bounded too.
+    body = request.read(MAX_BODY_BYTES + 1)
+    if not body.strip():
+        return _error("empty body; expected a JSON object", 400, origin, field="$")
+    content_type = request.content_type or ""
+    if content_type not in ACCEPTED_CONTENT_TYPES:
+        shown = content_type[:50] or "missing"
+        return _error(f"content type {shown}; send text/plain or application/json", 415, origin)
+    try:
+        data = decode_body(body)
+    except BeaconError as exc:
+        return _error(exc.message, exc.status, origin, field=exc.field)
+
+    client = parse_user_agent(request.headers.get("User-Agent", ""))
+    if client.is_bot:
+        BEACONS.labels(outcome="bot").inc()
+        return _answer({"accepted": 0, "rejected": 0, "ignored": "bot"}, 202, origin, cors=True)
+    try:
+        parsed = parse_beacon(
+            data,
+            site=site,
+            rules=rules,
+            client=client,
+            country=country_for_ip(client_ip),
+            referer=request.headers.get("Referer", ""),
+            received_at=timezone.now(),
+        )
+    except BeaconError as exc:
+        return _error(exc.message, exc.status, origin, field=exc.field)
+
+    METRICS.labels(outcome="rejected").inc(parsed.rejected)
+    if not parsed.records:
+        first = parsed.errors[0]
+        return _error(
+            first["error"],
+            400,
+            origin,
+            field=first["field"],
+            accepted=0,
+            rejected=parsed.rejected,
+            errors=parsed.errors[:10],
+        )
+    try:
+        beacon_ingest(records=parsed.records)
+    except Exception:
+        logger.exception("beacon could not be stored")
+        response = _error("PerfHub cannot store beacons right now; retry later", 503, origin)
+        response["Retry-After"] = "30"
+        return response
+    METRICS.labels(outcome="accepted").inc(len(parsed.records))
+    BEACONS.labels(outcome="accepted").inc()
+    body_out: dict[str, Any] = {"accepted": len(parsed.records), "rejected": parsed.rejected}
+    if parsed.errors:
+        body_out["errors"] = parsed.errors[:10]
+    return _answer(body_out, 202, origin, cors=True)
+
+
+def _preflight(request: HttpRequest, key: str, origin: str) -> HttpResponse:
+    """CORS preflight for ``application/json`` beacons. With the key in the
+    query string the origin is checked against the site now; with the key
+    in a header (not sent on preflights) it is checked on the POST."""
+    if key:
+        try:
+            site, _ = _site_for_key(key[:64])
+        except DatabaseError:
+            site = None  # cannot tell now; the POST is checked again
+        else:
+            if site is None or not _origin_allowed(site, origin, request):
+                return HttpResponse(status=403)
+    response = HttpResponse(status=204)
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "Content-Type, X-PerfHub-Key"
+        response["Access-Control-Max-Age"] = "86400"
+    response["Vary"] = "Origin"
+    return response

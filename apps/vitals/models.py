@@ -1,0 +1,195 @@
+import secrets
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from apps.core.models import TimeStampedModel
+
+BUILTIN_SITE = "perfhub"
+
+
+def new_public_key() -> str:
+    # Public: it sits in every page that carries the snippet. It only lets a
+    # browser post beacons for its site, and can be rotated at any time.
+    return secrets.token_urlsafe(18)
+
+
+class Site(TimeStampedModel):
+    name = models.SlugField(max_length=50, unique=True, help_text="Short name used in URLs and the API.")
+    public_key = models.CharField(max_length=32, unique=True, default=new_public_key, editable=False)
+    allowed_origins = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Origins whose pages may send beacons, e.g. https://shop.example.com; '*' allows any.",
+    )
+    sample_rate = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(0.0001), MaxValueValidator(1.0)],
+        help_text="Share of page views that report, from 0.0001 to 1.",
+    )
+    retention_days = models.PositiveSmallIntegerField(
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(400)],
+        help_text="How long raw metrics are kept; rollups are kept regardless.",
+    )
+    kept_query_params = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Query parameters kept in stored URLs; all others are stripped.",
+    )
+    is_builtin = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(sample_rate__gt=0, sample_rate__lte=1), name="vitals_site_sample_rate_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(retention_days__gte=1, retention_days__lte=400), name="vitals_site_retention_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RouteRule(models.Model):
+    """An ordered pattern → route mapping; the first rule whose pattern
+    matches a page's path names its route."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="route_rules")
+    position = models.PositiveSmallIntegerField(default=0)
+    pattern = models.CharField(max_length=300, help_text=r"A regular expression, e.g. ^/products/\d+$")
+    route = models.CharField(max_length=200, help_text="e.g. /products/:id")
+
+    class Meta:
+        ordering = ["site", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "position"], name="vitals_routerule_site_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pattern} → {self.route}"
+
+
+class Rating(models.IntegerChoices):
+    GOOD = 0, "good"
+    NEEDS_IMPROVEMENT = 1, "needs-improvement"
+    POOR = 2, "poor"
+
+
+class Metric(models.Model):
+    """One Web Vitals metric of one page view: the raw row.
+
+    On PostgreSQL the table is partitioned by ``day`` (see migration 0002):
+    its real primary key is (id, day) and (site, day, metric_id) is unique,
+    which makes re-delivered and re-reported metrics count once. ``day`` is
+    the UTC date of ``occurred_at``, the start of the page view, so every
+    report of one metric lands in the same partition and time bucket.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # No database FK: rows arrive at tens of thousands per second, and
+    # partitions are dropped wholesale at the retention horizon.
+    site = models.ForeignKey(Site, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    day = models.DateField()
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    metric_id = models.CharField(max_length=64)
+    pageview = models.CharField(max_length=64)
+    name = models.CharField(max_length=4)
+    value = models.FloatField()
+    rating = models.PositiveSmallIntegerField(choices=Rating.choices)
+    weight = models.FloatField(default=1.0)
+    route = models.CharField(max_length=200)
+    path = models.CharField(max_length=512)
+    host = models.CharField(max_length=255)
+    release = models.CharField(max_length=100, blank=True)
+    navigation_type = models.CharField(max_length=24, blank=True)
+    connection = models.CharField(max_length=16, blank=True)
+    device_class = models.CharField(max_length=8)
+    browser = models.CharField(max_length=40)
+    browser_major = models.CharField(max_length=8, blank=True)
+    os = models.CharField(max_length=40)
+    country = models.CharField(max_length=2, blank=True)
+    attribution = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "day", "metric_id"], name="vitals_metric_site_day_metric"),
+        ]
+        indexes = [
+            # Rollup rebuilds and the raw export read one site's time range.
+            models.Index(fields=["site", "occurred_at"], name="vitals_metric_site_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value:g} ({self.metric_id})"
+
+
+class Rollup(models.Model):
+    """The metrics of one time bucket and one combination of dimensions:
+    weighted counts by rating and a mergeable histogram (apps.vitals.sketch).
+    A pure function of the raw rows in its bucket (see services.rollups_rebuild)."""
+
+    MINUTE = 60
+    HOUR = 3600
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+")
+    bucket_start = models.DateTimeField()
+    bucket_seconds = models.PositiveIntegerField()
+    name = models.CharField(max_length=4)
+    route = models.CharField(max_length=200)
+    device_class = models.CharField(max_length=8)
+    browser = models.CharField(max_length=40)
+    country = models.CharField(max_length=2, blank=True)
+    navigation_type = models.CharField(max_length=24, blank=True)
+    release = models.CharField(max_length=100, blank=True)
+    connection = models.CharField(max_length=16, blank=True)
+    samples = models.PositiveIntegerField(default=0, help_text="Metrics received (unweighted).")
+    weight = models.FloatField(default=0.0, help_text="Page views represented (sample-rate weighted).")
+    good = models.FloatField(default=0.0)
+    needs_improvement = models.FloatField(default=0.0)
+    poor = models.FloatField(default=0.0)
+    value_sum = models.FloatField(default=0.0, help_text="Weighted sum of values, for means.")
+    sketch = models.JSONField(default=dict)
+
+    DIMENSIONS = (
+        "name",
+        "route",
+        "device_class",
+        "browser",
+        "country",
+        "navigation_type",
+        "release",
+        "connection",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "site",
+                    "bucket_seconds",
+                    "bucket_start",
+                    "name",
+                    "route",
+                    "device_class",
+                    "browser",
+                    "country",
+                    "navigation_type",
+                    "release",
+                    "connection",
+                ],
+                name="vitals_rollup_bucket_key",
+            ),
+            models.CheckConstraint(condition=models.Q(bucket_seconds__in=[60, 3600]), name="vitals_rollup_bucket_size"),
+        ]
+        indexes = [
+            # Dashboards read one site and metric over a time range.
+            models.Index(fields=["site", "name", "bucket_start"], name="vitals_rollup_site_name_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.name} {self.route} @ {self.bucket_start:%Y-%m-%d %H:%M} ({self.samples})"

@@ -1,0 +1,308 @@
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pybreaker
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.resilience.breakers import redis_stream
+from apps.vitals.models import Metric, Rollup, RouteRule, Site, new_public_key
+from apps.vitals.normalize import validate_route_pattern
+from apps.vitals.partitions import drop_partitions_before, ensure_partitions
+from apps.vitals.rollups import MINUTE_HORIZON, RollupDelta
+from apps.vitals.stream import stream_append
+
+logger = logging.getLogger(__name__)
+
+# The columns of a raw metric row, in COPY order.
+COLUMNS = (
+    "site_id",
+    "day",
+    "occurred_at",
+    "received_at",
+    "metric_id",
+    "pageview",
+    "name",
+    "value",
+    "rating",
+    "weight",
+    "route",
+    "path",
+    "host",
+    "release",
+    "navigation_type",
+    "connection",
+    "device_class",
+    "browser",
+    "browser_major",
+    "os",
+    "country",
+    "attribution",
+)
+_ROW_KEY = ("site_id", "day", "metric_id")
+# Columns a later report of the same metric replaces; the rest (and so the
+# row's time bucket and dimensions) stay those of the first report.
+_REPLACED = ("value", "rating", "received_at", "attribution")
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    inserted: int
+    replaced: int
+    unchanged: int
+    rollups_written: int
+
+
+def _site_lock_key(site_id: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"vitals:site:{site_id}".encode()).digest()[:8], "big", signed=True)
+
+
+def _lock_sites(site_ids: Iterable[int]) -> None:
+    """Serialise writers per site for the rest of the transaction, so two
+    workers never merge into the same rollup row at once. Sorted, so that
+    two batches with the same sites cannot deadlock. SQLite has one writer
+    at a time already."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for site_id in sorted(set(site_ids)):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_site_lock_key(site_id)])
+
+
+def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = None) -> StoreResult:
+    """Write metric records (dicts with Metric's columns) and update their
+    rollups, in one transaction.
+
+    1. Within the batch the latest report of each metric wins.
+    2. Rows already stored are read first: a metric reported again with a
+       new value is taken out of its rollup with its old value and put back
+       with the new one; one re-delivered with the same value changes nothing.
+    3. New rows are inserted and changed rows updated (PostgreSQL: COPY into
+       a staging table, then one INSERT ... ON CONFLICT).
+    4. The rollup delta is merged into the rollup rows.
+    """
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for record in records:
+        latest[tuple(record[k] for k in _ROW_KEY)] = record
+    if not latest:
+        return StoreResult(0, 0, 0, 0)
+    delta = RollupDelta(now=now)
+    with transaction.atomic():
+        _lock_sites(key[0] for key in latest)
+        ensure_partitions({key[1] for key in latest})
+        stored = _stored_rows(list(latest))
+        fresh, changed = [], []
+        for key, record in latest.items():
+            old = stored.get(key)
+            if old is None:
+                fresh.append(record)
+                delta.add(record)
+            elif old["value"] != record["value"]:
+                changed.append(record)
+                delta.add(old, -1)
+                delta.add({**old, "value": record["value"], "rating": record["rating"]})
+        if connection.vendor == "postgresql":
+            _write_postgresql(fresh + changed)
+        else:
+            _write_portable(fresh, changed)
+        written = delta.apply()
+    return StoreResult(
+        inserted=len(fresh),
+        replaced=len(changed),
+        unchanged=len(latest) - len(fresh) - len(changed),
+        rollups_written=written,
+    )
+
+
+_STORED_COLUMNS = ("site_id", "day", "metric_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+
+
+def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(_STORED_COLUMNS)} FROM vitals_metric "
+                "WHERE (site_id, day, metric_id) IN "
+                "(SELECT * FROM unnest(%s::bigint[], %s::date[], %s::varchar[]))",
+                [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+            )
+            for values in cursor.fetchall():
+                row = dict(zip(_STORED_COLUMNS, values, strict=True))
+                rows[(row["site_id"], row["day"], row["metric_id"])] = row
+        return rows
+    by_site_day: dict[tuple[int, Any], list[str]] = {}
+    for site_id, day, metric_id in keys:
+        by_site_day.setdefault((site_id, day), []).append(metric_id)
+    for (site_id, day), metric_ids in by_site_day.items():
+        for start in range(0, len(metric_ids), 500):
+            chunk = metric_ids[start : start + 500]
+            for row in Metric.objects.filter(site_id=site_id, day=day, metric_id__in=chunk).values(*_STORED_COLUMNS):
+                rows[(row["site_id"], row["day"], row["metric_id"])] = row
+    return rows
+
+
+def _write_postgresql(records: list[dict[str, Any]]) -> None:
+    if not records:
+        return
+    with connection.cursor() as cursor:
+        # Per session, emptied at each commit: the staging area for COPY.
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS vitals_metric_stage ON COMMIT DELETE ROWS AS "
+            f"SELECT {', '.join(COLUMNS)} FROM vitals_metric WITH NO DATA"
+        )
+        cursor.execute("DELETE FROM vitals_metric_stage")  # see RollupDelta._apply_postgresql
+        raw = cursor.cursor  # psycopg's own cursor, for COPY
+        # COPY runs on psycopg directly; its errors become Django's here, so
+        # callers handle one family of database errors.
+        with (
+            connection.wrap_database_errors,
+            raw.copy(f"COPY vitals_metric_stage ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+        ):
+            for record in records:
+                copy.write_row([json.dumps(record[c]) if c == "attribution" else record[c] for c in COLUMNS])
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _REPLACED)
+        cursor.execute(
+            f"INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
+            f"SELECT {', '.join(COLUMNS)} FROM vitals_metric_stage "
+            f"ON CONFLICT (site_id, day, metric_id) DO UPDATE SET {updates}"
+        )
+
+
+def _write_portable(fresh: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
+    Metric.objects.bulk_create([Metric(**record) for record in fresh], batch_size=500)
+    for record in changed:
+        Metric.objects.filter(site_id=record["site_id"], day=record["day"], metric_id=record["metric_id"]).update(
+            **{c: record[c] for c in _REPLACED}
+        )
+
+
+def rollups_rebuild(*, site: Site, since: datetime, until: datetime | None = None, now: datetime | None = None) -> int:
+    """Recompute the rollups of ``site`` from its raw rows for whole hours
+    from ``since`` to ``until``; returns the rollup rows written. Rollups are
+    a pure function of the raw rows, so this repairs any drift and fills
+    rollups for raw rows that were loaded by other means."""
+    now = now or timezone.now()
+    start = since.replace(minute=0, second=0, microsecond=0)
+    end = (until or now).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    written = 0
+    with transaction.atomic():
+        _lock_sites([site.pk])
+        Rollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
+        delta = RollupDelta(now=now)
+        rows = (
+            Metric.objects.filter(site=site, occurred_at__gte=start, occurred_at__lt=end)
+            .values("site_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+            .iterator(chunk_size=5000)
+        )
+        for row in rows:
+            delta.add(row)
+            if len(delta) >= 20_000:
+                written += delta.apply()
+                delta = RollupDelta(now=now)
+        written += delta.apply()
+    return written
+
+
+def rollups_compact(*, now: datetime | None = None) -> int:
+    """Fold minute rollups older than the minute horizon into hour rollups;
+    returns the minute rows folded."""
+    now = now or timezone.now()
+    horizon = (now - MINUTE_HORIZON).replace(second=0, microsecond=0)
+    folded = 0
+    for site_id in (
+        Rollup.objects.filter(bucket_seconds=Rollup.MINUTE, bucket_start__lt=horizon)
+        .values_list("site_id", flat=True)
+        .distinct()
+    ):
+        with transaction.atomic():
+            _lock_sites([site_id])
+            minutes = Rollup.objects.filter(site_id=site_id, bucket_seconds=Rollup.MINUTE, bucket_start__lt=horizon)
+            delta = RollupDelta(now=now)
+            for rollup in minutes.iterator(chunk_size=2000):
+                delta.merge_rollup(rollup)
+                folded += 1
+            minutes.delete()
+            delta.apply()
+    return folded
+
+
+def metrics_drop_expired(*, now: datetime | None = None) -> dict[str, int]:
+    """Apply each site's raw-data retention. Partitions older than the
+    longest retention are dropped whole; rows of sites with a shorter
+    retention are deleted from the partitions that remain."""
+    now = now or timezone.now()
+    sites = list(Site.objects.only("pk", "retention_days"))
+    if not sites:
+        return {"partitions_dropped": 0, "rows_deleted": 0}
+    longest = max(s.retention_days for s in sites)
+    dropped = drop_partitions_before((now - timedelta(days=longest)).date())
+    deleted = 0
+    with connection.cursor() as cursor:
+        for site in sites:
+            horizon = (now - timedelta(days=site.retention_days)).date()
+            cursor.execute("DELETE FROM vitals_metric WHERE site_id = %s AND day < %s", [site.pk, horizon])
+            deleted += max(cursor.rowcount, 0)
+    return {"partitions_dropped": len(dropped), "rows_deleted": deleted}
+
+
+def site_create(
+    *,
+    name: str,
+    allowed_origins: list[str],
+    sample_rate: float = 1.0,
+    retention_days: int = 30,
+    kept_query_params: list[str] | None = None,
+    route_rules: Sequence[tuple[str, str]] = (),
+) -> Site:
+    for pattern, _ in route_rules:
+        validate_route_pattern(pattern)
+    with transaction.atomic():
+        site = Site(
+            name=name,
+            allowed_origins=allowed_origins,
+            sample_rate=sample_rate,
+            retention_days=retention_days,
+            kept_query_params=kept_query_params or [],
+        )
+        site.full_clean()
+        site.save()
+        RouteRule.objects.bulk_create(
+            RouteRule(site=site, position=position, pattern=pattern, route=route)
+            for position, (pattern, route) in enumerate(route_rules)
+        )
+    return site
+
+
+def site_rotate_key(*, site: Site) -> str:
+    """Give ``site`` a new public key; pages with the old key stop reporting
+    until their snippet is updated."""
+    site.public_key = new_public_key()
+    site.save(update_fields=["public_key", "updated_at"])
+    return site.public_key
+
+
+def beacon_ingest(*, records: list[dict[str, Any]]) -> str:
+    """Make a beacon's records durable; returns where they went.
+
+    With Redis configured, into the beacon stream (the worker writes them to
+    the database); when Redis fails, or its breaker is open, straight into
+    the database instead. On the embedded default, into the database. Raises
+    if the records could not be made durable anywhere.
+    """
+    if settings.REDIS_URL:
+        try:
+            redis_stream.call(stream_append, records)
+            return "stream"
+        except pybreaker.CircuitBreakerError:
+            pass
+        except Exception:
+            logger.warning("beacon stream unavailable; writing to the database", exc_info=True)
+    metrics_store(records=records)
+    return "database"

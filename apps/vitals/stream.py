@@ -1,0 +1,154 @@
+"""The beacon stream: Redis between the endpoint and the database.
+
+The endpoint appends each beacon's metric records to a Redis stream (one
+XADD, durable once Redis acknowledges it); workers read it through a
+consumer group, write the records to PostgreSQL, and acknowledge and delete
+entries only after the transaction commits. Entries left pending by a
+worker that died are claimed by another after ``CLAIM_IDLE_MS``.
+Re-delivery is harmless: a metric already stored with the same value
+changes nothing (see services.metrics_store).
+"""
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError
+
+logger = logging.getLogger(__name__)
+
+STREAM = "perfhub:vitals:beacons"
+DEAD_LETTERS = "perfhub:vitals:dead"
+GROUP = "vitals-writers"
+CLAIM_IDLE_MS = 60_000
+
+
+def redis_client() -> Any:
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode_records(records: list[dict[str, Any]]) -> bytes:
+    return json.dumps(records, default=_encode, separators=(",", ":")).encode()
+
+
+def decode_records(payload: bytes) -> list[dict[str, Any]]:
+    records = json.loads(payload)
+    if not isinstance(records, list):
+        raise ValueError("a stream entry must hold a list of records")
+    for record in records:
+        record["day"] = date.fromisoformat(record["day"])
+        record["occurred_at"] = datetime.fromisoformat(record["occurred_at"])
+        record["received_at"] = datetime.fromisoformat(record["received_at"])
+    return records
+
+
+def stream_append(records: list[dict[str, Any]]) -> str:
+    """Append one beacon's records; returns the entry id."""
+    entry_id = redis_client().xadd(STREAM, {"r": encode_records(records)})
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def stream_backlog() -> int:
+    """Entries not yet written to the database (read or not)."""
+    return int(redis_client().xlen(STREAM))
+
+
+class StreamConsumer:
+    """One member of the consumer group. ``store`` writes a list of records
+    and raises on failure; it runs in the consumer's own process."""
+
+    def __init__(
+        self,
+        *,
+        store: Callable[[list[dict[str, Any]]], object],
+        name: str | None = None,
+        batch_size: int = 2000,
+        block_ms: int = 1000,
+    ) -> None:
+        self.store = store
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        # Its own connection: the cache's socket timeout (a second) is
+        # shorter than a blocking read of an idle stream.
+        self.client: Any = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=block_ms / 1000 + 10, socket_connect_timeout=5
+        )
+        # After a failed write, our own pending entries are retried first.
+        self._retry_own_pending = True
+
+    def ensure_group(self) -> None:
+        try:
+            # From id 0: entries appended before the group existed are read too.
+            self.client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except Exception as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def poll(self) -> int:
+        """Read and write one batch; returns the metrics written."""
+        if self._retry_own_pending:
+            response = self.client.xreadgroup(GROUP, self.name, {STREAM: "0"}, count=self.batch_size)
+            entries = response[0][1] if response else []
+            if entries:
+                return self._process(entries)
+            self._retry_own_pending = False
+        response = self.client.xreadgroup(GROUP, self.name, {STREAM: ">"}, count=self.batch_size, block=self.block_ms)
+        return self._process(response[0][1] if response else [])
+
+    def reclaim(self) -> int:
+        """Take over entries another consumer read but never acknowledged."""
+        _, entries, *_ = self.client.xautoclaim(
+            STREAM, GROUP, self.name, min_idle_time=CLAIM_IDLE_MS, start_id="0-0", count=self.batch_size
+        )
+        if entries:
+            logger.info("claimed %d pending stream entries from dead consumers", len(entries))
+        return self._process(entries)
+
+    def _process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        if not entries:
+            return 0
+        records: list[dict[str, Any]] = []
+        good_ids, bad = [], []
+        for entry_id, fields in entries:
+            try:
+                records.extend(decode_records(fields[b"r"]))
+                good_ids.append(entry_id)
+            except (KeyError, ValueError, TypeError) as exc:
+                bad.append((entry_id, fields, str(exc)))
+        for entry_id, fields, error in bad:
+            # Kept, not lost: an operator can inspect and replay them.
+            logger.error("stream entry %s cannot be decoded (%s); moved to %s", entry_id, error, DEAD_LETTERS)
+            self.client.xadd(DEAD_LETTERS, {**fields, b"error": error.encode(), b"id": entry_id})
+            self._ack([entry_id])
+        if not good_ids:
+            return 0
+        try:
+            self.store(records)
+        except DatabaseError:
+            # Unacknowledged entries stay pending and are retried; nothing
+            # is lost while the database is away.
+            self._retry_own_pending = True
+            raise
+        self._ack(good_ids)
+        return len(records)
+
+    def _ack(self, ids: list[bytes]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(STREAM, GROUP, *ids)
+        pipe.xdel(STREAM, *ids)
+        pipe.execute()

@@ -1,0 +1,301 @@
+"""The beacon endpoint against DESIGN.md's contract, on whichever path this
+run uses: the Redis stream and the worker's consumer (DATABASE_URL and
+REDIS_URL set), or in-request database writes (the embedded default)."""
+
+import json
+
+import pytest
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from apps.vitals.collect import forget_cached_sites
+from apps.vitals.models import BUILTIN_SITE, Metric, Rating, Rollup, RouteRule, Site
+from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, metric_id, post
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_site_cache() -> None:
+    forget_cached_sites()
+
+
+@pytest.fixture
+def site() -> Site:
+    return Site.objects.create(name="shop", allowed_origins=[ORIGIN], kept_query_params=["ref"])
+
+
+def test_a_beacon_is_accepted_stored_and_rolled_up(client: Client, site: Site) -> None:
+    response = post(client, site, beacon(lcp(), {"name": "CLS", "value": 0.02, "id": metric_id(2)}))
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 2, "rejected": 0}
+    assert response["Access-Control-Allow-Origin"] == ORIGIN
+    drain()
+    row = Metric.objects.get(site=site, name="LCP")
+    assert row.value == 2310.5
+    assert row.rating == Rating.GOOD
+    # Query string stripped but for the kept parameter; fragment gone.
+    assert row.path == "/products/42"
+    assert row.route == "/products/:id"
+    assert (row.device_class, row.browser, row.os) == ("desktop", "Chrome", "Windows")
+    assert row.release == "2026.11.27-abc123"
+    assert row.connection == "4g"
+    assert row.attribution == {"target": "main > img.hero", "url": "https://cdn.example.com/hero.jpg"}
+    assert row.weight == 1.0
+    rollups = Rollup.objects.filter(site=site)
+    assert {r.name: r.samples for r in rollups} == {"LCP": 1, "CLS": 1}
+
+
+def test_no_ip_address_or_stripped_query_is_stored(client: Client, site: Site) -> None:
+    post(client, site, beacon(lcp()), REMOTE_ADDR="203.0.113.77")
+    drain()
+    stored = json.dumps(list(Metric.objects.values()), default=str)
+    assert "203.0.113.77" not in stored
+    assert "utm_source" not in stored and "reviews" not in stored
+
+
+def test_long_labels_are_cut_not_refused(client: Client, site: Site) -> None:
+    response = post(client, site, beacon(lcp(), route="/" + "r" * 300, release="v" * 150))
+    assert response.status_code == 202
+    drain()
+    row = Metric.objects.get()
+    assert (len(row.route), len(row.release)) == (200, 100)
+
+
+def test_the_endpoint_sets_no_cookies(client: Client, site: Site) -> None:
+    # sendBeacon sends a site's cookies for PerfHub's origin along; PerfHub
+    # must never set any of its own there.
+    response = post(client, site, beacon(lcp()))
+    assert response.status_code == 202
+    assert not response.cookies
+
+
+def test_the_server_recomputes_the_rating(client: Client, site: Site) -> None:
+    post(client, site, beacon(lcp(5000.0, rating="good")))
+    drain()
+    assert Metric.objects.get().rating == Rating.POOR
+
+
+def test_sampled_beacons_are_weighted(client: Client, site: Site) -> None:
+    post(client, site, beacon(lcp(), sample_rate=0.25))
+    drain()
+    assert Metric.objects.get().weight == 4.0
+    assert Rollup.objects.get().weight == 4.0
+
+
+def test_a_re_reported_metric_counts_once_with_its_latest_value(client: Client, site: Site) -> None:
+    cls_id = metric_id(7)
+    post(client, site, beacon({"name": "CLS", "value": 0.05, "id": cls_id}))
+    drain()
+    post(client, site, beacon({"name": "CLS", "value": 0.3, "id": cls_id}))
+    post(client, site, beacon({"name": "CLS", "value": 0.3, "id": cls_id}))  # re-delivered
+    drain()
+    row = Metric.objects.get()
+    assert row.value == 0.3 and row.rating == Rating.POOR
+    rollup = Rollup.objects.get()
+    assert (rollup.samples, rollup.good, rollup.poor) == (1, 0, 1)
+
+
+def test_site_route_rules_come_before_automatic_ids(client: Client, site: Site) -> None:
+    RouteRule.objects.create(site=site, position=0, pattern=r"^/products/\d+$", route="/p/:product")
+    post(client, site, beacon(lcp()))
+    drain()
+    assert Metric.objects.get().route == "/p/:product"
+
+
+def test_a_route_the_page_declares_wins(client: Client, site: Site) -> None:
+    post(client, site, beacon(lcp(), route="/products/[slug]"))
+    drain()
+    assert Metric.objects.get().route == "/products/[slug]"
+
+
+def test_a_bare_web_vitals_metric_is_accepted_with_the_referer(client: Client, site: Site) -> None:
+    bare = {"name": "INP", "value": 180, "id": metric_id(3), "rating": "good", "navigationType": "reload"}
+    response = post(client, site, bare, content_type="application/json", HTTP_REFERER=f"{ORIGIN}/cart?x=1")
+    assert response.status_code == 202
+    drain()
+    row = Metric.objects.get()
+    assert (row.name, row.path, row.navigation_type) == ("INP", "/cart", "reload")
+
+
+def test_a_mixed_batch_keeps_the_valid_metrics(client: Client, site: Site) -> None:
+    body = beacon(
+        lcp(),
+        {"name": "FID", "value": 10, "id": metric_id(2)},
+        {"name": "CLS", "value": -1, "id": metric_id(3)},
+        {"name": "TTFB", "value": 10**9, "id": metric_id(4)},
+        {"name": "INP", "value": "fast", "id": metric_id(5)},
+    )
+    response = post(client, site, body)
+    assert response.status_code == 202
+    payload = response.json()
+    assert (payload["accepted"], payload["rejected"]) == (1, 4)
+    assert [e["field"] for e in payload["errors"]] == [
+        "metrics[1].name",
+        "metrics[2].value",
+        "metrics[3].value",
+        "metrics[4].value",
+    ]
+    drain()
+    assert list(Metric.objects.values_list("name", flat=True)) == ["LCP"]
+
+
+def test_nan_and_infinity_are_rejected_per_metric(client: Client, site: Site) -> None:
+    raw = json.dumps(beacon(lcp())).replace('"metrics": [', '"metrics": [{"name": "CLS", "value": NaN, "id": "a"}, ')
+    raw = raw.replace('"metrics": [', '"metrics": [{"name": "FCP", "value": Infinity, "id": "b"}, ')
+    response = post(client, site, raw)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 1
+    assert {e["error"] for e in response.json()["errors"]} == {"value must be finite"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ("{not json", "$", "malformed JSON"),
+        ("[1, 2]", "$", "expected a JSON object"),
+        ("", "$", "empty body"),
+        (json.dumps(beacon(lcp(), url=5)), "url", "url is required"),
+        (json.dumps(beacon(lcp(), url="ftp://shop.example.com/")), "url", "http or https"),
+        (json.dumps(beacon(lcp(), sample_rate="half")), "sample_rate", "sample_rate must be"),
+        (json.dumps(beacon(lcp(), sample_rate=0)), "sample_rate", "sample_rate must be"),
+        (json.dumps(beacon(lcp(), v=2)), "v", "unsupported beacon version"),
+        (json.dumps(beacon(lcp(), release=["x"])), "release", "release must be a string"),
+        (json.dumps(beacon(lcp(), release="x" * 2001)), "release", "longer than 2000"),
+        (json.dumps(beacon(metrics={"LCP": 1})), "metrics", "non-empty list"),
+        (json.dumps(beacon(*[lcp(n=i) for i in range(51)])), "metrics", "at most 50"),
+        (json.dumps(beacon({"name": "FID", "value": 1, "id": "x"})), "metrics[0].name", "unknown metric 'FID'"),
+        (json.dumps(beacon({"name": "LCP", "value": -5, "id": "x"})), "metrics[0].value", "between 0 and 120000"),
+        (json.dumps(beacon({"name": "CLS", "value": 101, "id": "x"})), "metrics[0].value", "between 0 and 100"),
+        (json.dumps(beacon({"name": "LCP", "value": 5, "id": "x" * 65})), "metrics[0].id", "id must be"),
+        (json.dumps(beacon({"name": "LCP", "value": True, "id": "x"})), "metrics[0].value", "must be a number"),
+    ],
+)
+def test_malformed_beacons_get_400_naming_the_field(
+    client: Client, site: Site, body: str, field: str, message: str
+) -> None:
+    response = post(client, site, body)
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert message in response.json()["error"]
+    drain()
+    assert not Metric.objects.exists()
+
+
+def test_an_oversized_body_gets_413(client: Client, site: Site) -> None:
+    body = json.dumps(beacon(lcp(), release="x")) + " " * (65 * 1024)
+    response = post(client, site, body)
+    assert response.status_code == 413
+    assert "65536" in response.json()["error"]
+
+
+def test_other_content_types_get_415(client: Client, site: Site) -> None:
+    response = post(client, site, "metrics=LCP", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert "text/plain or application/json" in response.json()["error"]
+
+
+def test_a_missing_key_gets_400_and_an_unknown_key_403(client: Client, site: Site) -> None:
+    missing = client.post("/api/v1/vitals/collect", data="{}", content_type="text/plain")
+    assert missing.status_code == 400
+    assert missing.json()["field"] == "key"
+    unknown = client.post("/api/v1/vitals/collect?key=nope", data="{}", content_type="text/plain")
+    assert unknown.status_code == 403
+    assert unknown.json()["field"] == "key"
+
+
+def test_the_key_may_come_as_a_header(client: Client, site: Site) -> None:
+    response = client.post(
+        "/api/v1/vitals/collect",
+        data=json.dumps(beacon(lcp())),
+        content_type="application/json",
+        HTTP_X_PERFHUB_KEY=site.public_key,
+        HTTP_ORIGIN=ORIGIN,
+        HTTP_USER_AGENT=CHROME_DESKTOP,
+    )
+    assert response.status_code == 202
+
+
+def test_an_origin_off_the_allow_list_gets_403(client: Client, site: Site) -> None:
+    response = post(client, site, beacon(lcp()), origin="https://evil.example.net")
+    assert response.status_code == 403
+    assert response.json()["field"] == "origin"
+    assert "Access-Control-Allow-Origin" not in response
+
+
+def test_the_builtin_site_takes_only_perfhubs_own_origin(client: Client) -> None:
+    site = Site.objects.get(name=BUILTIN_SITE)
+    assert post(client, site, beacon(lcp()), origin="http://testserver").status_code == 202
+    assert post(client, site, beacon(lcp(n=2)), origin=ORIGIN).status_code == 403
+
+
+def test_cors_preflight_for_json_beacons(client: Client, site: Site) -> None:
+    allowed = client.options(
+        f"/api/v1/vitals/collect?key={site.public_key}",
+        HTTP_ORIGIN=ORIGIN,
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="content-type",
+    )
+    assert allowed.status_code == 204
+    assert allowed["Access-Control-Allow-Origin"] == ORIGIN
+    assert "POST" in allowed["Access-Control-Allow-Methods"]
+    assert "Content-Type" in allowed["Access-Control-Allow-Headers"]
+    refused = client.options(f"/api/v1/vitals/collect?key={site.public_key}", HTTP_ORIGIN="https://evil.example.net")
+    assert refused.status_code == 403
+
+
+def test_other_methods_get_405(client: Client, site: Site) -> None:
+    response = client.get(f"/api/v1/vitals/collect?key={site.public_key}")
+    assert response.status_code == 405
+    assert response["Allow"] == "POST, OPTIONS"
+
+
+def test_a_flood_from_one_ip_gets_429_with_retry_after(client: Client, site: Site, settings: SettingsWrapper) -> None:
+    settings.VITALS_RATE_LIMIT_PER_IP = 3
+    statuses = [post(client, site, beacon(lcp(n=i)), REMOTE_ADDR="198.51.100.9").status_code for i in range(5)]
+    assert statuses == [202, 202, 202, 429, 429]
+    refused = post(client, site, beacon(lcp(n=9)), REMOTE_ADDR="198.51.100.9")
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    # Another client is not affected.
+    assert post(client, site, beacon(lcp(n=10)), REMOTE_ADDR="198.51.100.10").status_code == 202
+
+
+def test_a_site_wide_limit_applies_across_ips(client: Client, site: Site, settings: SettingsWrapper) -> None:
+    settings.VITALS_RATE_LIMIT_PER_SITE = 2
+    statuses = [post(client, site, beacon(lcp(n=i)), REMOTE_ADDR=f"198.51.100.{i}").status_code for i in range(3)]
+    assert statuses == [202, 202, 429]
+
+
+def test_bots_are_dropped_and_counted(client: Client, site: Site) -> None:
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    response = post(client, site, beacon(lcp()), user_agent=googlebot)
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 0, "rejected": 0, "ignored": "bot"}
+    drain()
+    assert not Metric.objects.exists()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=30),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+        max_leaves=20,
+    )
+)
+def test_no_input_ever_gives_a_500(client: Client, site: Site, junk: object) -> None:
+    bodies: list[object] = [
+        junk,
+        beacon(lcp(), metrics=junk),
+        beacon(lcp(), url=junk),
+        {"name": "LCP", "value": junk, "id": "x"},
+    ]
+    for body in bodies:
+        try:
+            text = json.dumps(body)
+        except (ValueError, TypeError):
+            continue
+        response = post(client, site, text)
+        assert response.status_code in {202, 400}, (body, response.content)

@@ -1,0 +1,101 @@
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apps.vitals.sketch import RELATIVE_ACCURACY, Sketch
+
+values = st.lists(
+    st.one_of(
+        st.floats(min_value=0.0, max_value=120_000.0, allow_nan=False),
+        st.just(0.0),
+        st.floats(min_value=0.0, max_value=2.0, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=400,
+)
+quantiles = st.sampled_from([0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0])
+
+
+def exact_quantile(data: list[tuple[float, float]], q: float) -> float:
+    """Inverted-CDF quantile of (value, weight) pairs, computed from the raw values."""
+    ordered = sorted(data)
+    total = sum(w for _, w in ordered)
+    target = q * total - 1e-9
+    cumulative = 0.0
+    for value, weight in ordered:
+        cumulative += weight
+        if cumulative > 1e-9 and cumulative >= target:
+            return value
+    return ordered[-1][0]
+
+
+def within_accuracy(estimate: float, exact: float) -> bool:
+    if exact <= 1e-6:
+        return estimate == 0.0
+    return abs(estimate - exact) <= RELATIVE_ACCURACY * exact + 1e-12
+
+
+@given(values, quantiles)
+def test_quantiles_are_within_one_percent_of_exact(data: list[float], q: float) -> None:
+    estimate = Sketch.of(data).quantile(q)
+    assert estimate is not None
+    assert within_accuracy(estimate, exact_quantile([(v, 1.0) for v in data], q))
+
+
+@given(
+    st.lists(st.tuples(st.floats(min_value=0.0, max_value=60_000.0), st.sampled_from([1.0, 2.0, 4.0, 10.0]))), quantiles
+)
+def test_weighted_quantiles_are_within_one_percent_of_exact(data: list[tuple[float, float]], q: float) -> None:
+    sketch = Sketch()
+    for value, weight in data:
+        sketch.add(value, weight)
+    estimate = sketch.quantile(q)
+    if not data:
+        assert estimate is None
+        return
+    assert estimate is not None
+    assert within_accuracy(estimate, exact_quantile(data, q))
+
+
+@settings(max_examples=60)
+@given(st.lists(values, min_size=1, max_size=6))
+def test_merging_parts_equals_sketching_the_whole(parts: list[list[float]]) -> None:
+    merged = Sketch()
+    for part in parts:
+        merged.merge(Sketch.of(part))
+    assert merged == Sketch.of([v for part in parts for v in part])
+    assert math.isclose(merged.count, sum(len(p) for p in parts))
+
+
+@given(values, values)
+def test_subtracting_values_undoes_adding_them(kept: list[float], removed: list[float]) -> None:
+    sketch = Sketch.of(kept + removed)
+    for value in removed:
+        sketch.add(value, -1.0)
+    assert sketch == Sketch.of(kept)
+
+
+@given(values)
+def test_json_round_trip(data: list[float]) -> None:
+    sketch = Sketch.of(data, weight=2.5)
+    assert Sketch.from_json(sketch.to_json()) == sketch
+
+
+def test_empty_and_invalid() -> None:
+    assert Sketch().quantile(0.75) is None
+    assert Sketch.from_json(None).count == 0
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Sketch.of([1.0]).quantile(1.5)
+    with pytest.raises(ValueError, match="bins must be an object"):
+        Sketch.from_json({"b": [1, 2]})
+
+
+def test_the_json_form_is_compact() -> None:
+    # 10,000 LCP-like values spread over two decades fit in a few hundred buckets.
+    sketch = Sketch.of(800 + (i * 37 % 9000) for i in range(10_000))
+    assert len(sketch.bins) < 250
+    bins = sketch.to_json()["b"]
+    assert isinstance(bins, dict)
+    assert all(isinstance(w, int) for w in bins.values())
