@@ -1,0 +1,300 @@
+"""Raw rows and rollups: idempotent writes, exact incremental rollups, the
+rebuild, compaction, partitions and retention."""
+
+import io
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apps.vitals.beacon import rating_for
+from apps.vitals.models import Metric, Rollup, Site
+from apps.vitals.partitions import drop_partitions_before, ensure_partitions, existing_partitions
+from apps.vitals.rollups import MINUTE_HORIZON
+from apps.vitals.services import metrics_drop_expired, metrics_store, rollups_compact, rollups_rebuild
+from apps.vitals.sketch import RELATIVE_ACCURACY, Sketch
+from tests.helpers import require
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def record(site: Site, n: int, *, value: float, name: str = "LCP", at: datetime = NOW, **dims: Any) -> dict[str, Any]:
+    row = {
+        "site_id": site.pk,
+        "day": at.date(),
+        "occurred_at": at,
+        "received_at": at,
+        "metric_id": f"v6-{int(at.timestamp() * 1000)}-{n}",
+        "pageview": f"pv-{n}",
+        "name": name,
+        "value": value,
+        "rating": rating_for(name, value),
+        "weight": 1.0,
+        "route": "/",
+        "path": "/",
+        "host": "shop.example.com",
+        "release": "",
+        "navigation_type": "navigate",
+        "connection": "4g",
+        "device_class": "desktop",
+        "browser": "Chrome",
+        "browser_major": "131",
+        "os": "Windows",
+        "country": "",
+        "attribution": {},
+    }
+    row.update(dims)
+    return row
+
+
+@pytest.fixture
+def site() -> Site:
+    return Site.objects.create(name="shop", allowed_origins=["*"])
+
+
+def rollup_state(site: Site) -> dict[tuple[Any, ...], tuple[int, float, float, float, float, Sketch]]:
+    state = {}
+    for r in Rollup.objects.filter(site=site):
+        key = (r.bucket_seconds, r.bucket_start, *(getattr(r, d) for d in Rollup.DIMENSIONS))
+        state[key] = (
+            r.samples,
+            round(r.weight, 6),
+            round(r.good, 6),
+            round(r.poor, 6),
+            round(r.value_sum, 3),
+            Sketch.from_json(r.sketch),
+        )
+    return state
+
+
+def test_writing_the_same_batch_twice_changes_nothing(site: Site) -> None:
+    batch = [record(site, n, value=1000.0 + n) for n in range(20)]
+    first = metrics_store(records=batch, now=NOW)
+    before = rollup_state(site)
+    again = metrics_store(records=batch, now=NOW)
+    assert (first.inserted, again.inserted, again.unchanged) == (20, 0, 20)
+    assert Metric.objects.count() == 20
+    assert rollup_state(site) == before
+
+
+def test_a_later_value_replaces_the_earlier_one_in_rows_and_rollups(site: Site) -> None:
+    metrics_store(records=[record(site, 1, value=0.05, name="CLS")], now=NOW)
+    result = metrics_store(records=[record(site, 1, value=0.4, name="CLS")], now=NOW)
+    assert result.replaced == 1
+    assert Metric.objects.get().value == 0.4
+    rollup = Rollup.objects.get()
+    assert (rollup.samples, rollup.good, rollup.poor) == (1, 0, 1)
+    assert Sketch.from_json(rollup.sketch).quantile(0.5) == pytest.approx(0.4, rel=RELATIVE_ACCURACY)
+
+
+def test_within_a_batch_the_last_report_wins(site: Site) -> None:
+    metrics_store(records=[record(site, 1, value=100.0, name="INP"), record(site, 1, value=300.0, name="INP")], now=NOW)
+    assert Metric.objects.get().value == 300.0
+    assert Rollup.objects.get().samples == 1
+
+
+def test_recent_metrics_roll_up_by_minute_and_older_ones_by_hour(site: Site) -> None:
+    old = NOW - MINUTE_HORIZON - timedelta(hours=3)
+    metrics_store(
+        records=[record(site, 1, value=900.0, at=NOW - timedelta(seconds=30)), record(site, 2, value=900.0, at=old)],
+        now=NOW,
+    )
+    sizes = dict(Rollup.objects.values_list("bucket_seconds", "bucket_start"))
+    assert sizes[Rollup.MINUTE] == (NOW - timedelta(seconds=30)).replace(second=0)
+    assert sizes[Rollup.HOUR] == old.replace(minute=0, second=0)
+
+
+def test_compaction_folds_old_minutes_into_hours_without_changing_totals(site: Site) -> None:
+    start = NOW - timedelta(hours=2)
+    metrics_store(
+        records=[record(site, n, value=500.0 + n, at=start + timedelta(minutes=n)) for n in range(90)], now=start
+    )
+    assert set(Rollup.objects.values_list("bucket_seconds", flat=True)) == {Rollup.MINUTE}
+    later = NOW + MINUTE_HORIZON
+    folded = rollups_compact(now=later)
+    assert folded == 90
+    hours = list(Rollup.objects.filter(site=site))
+    assert {h.bucket_seconds for h in hours} == {Rollup.HOUR}
+    assert sum(h.samples for h in hours) == 90
+    merged = Sketch()
+    for h in hours:
+        merged.merge(Sketch.from_json(h.sketch))
+    assert merged == Sketch.of(500.0 + n for n in range(90))
+
+
+dimension = st.sampled_from(["/", "/cart", "/products/:id"])
+metric_rows = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=40),  # metric id: repeats are re-reports
+        st.sampled_from(["LCP", "CLS", "INP"]),
+        st.floats(min_value=0, max_value=20_000, allow_nan=False),
+        st.integers(min_value=0, max_value=72 * 60),  # minutes before NOW
+        dimension,
+        st.sampled_from([1.0, 0.5, 0.1]),  # sample rate
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(metric_rows, st.integers(min_value=1, max_value=5))
+def test_incremental_rollups_equal_a_rebuild_and_percentiles_are_within_one_percent(
+    site: Site, rows: list[tuple[int, str, float, int, str, float]], batches: int
+) -> None:
+    Metric.objects.filter(site=site).delete()
+    Rollup.objects.filter(site=site).delete()
+    records = []
+    for n, _, value, _, _, _ in rows:
+        # A re-report keeps its page view's time and dimensions: they come
+        # from the metric's first report, as the browser's metric id does.
+        first = next(r for r in rows if r[0] == n)
+        at = (NOW - timedelta(minutes=first[3])).replace(second=0)
+        value = min(value, 100.0) if first[1] == "CLS" else value
+        records.append(record(site, n, value=value, name=first[1], at=at, route=first[4], weight=1 / first[5]))
+    # Incremental: the records arrive in several batches.
+    size = max(1, len(records) // batches)
+    for start in range(0, len(records), size):
+        metrics_store(records=records[start : start + size], now=NOW)
+    incremental = rollup_state(site)
+    rollups_rebuild(site=site, since=NOW - timedelta(days=4), until=NOW, now=NOW)
+    assert rollup_state(site) == incremental
+
+    # Every percentile from the merged rollups is within 1% of the exact one.
+    final: dict[int, dict[str, Any]] = {}
+    for rec in records:
+        final[int(rec["metric_id"].rsplit("-", 1)[1])] = rec
+    for name in {r["name"] for r in final.values()}:
+        exact = sorted((r["value"], r["weight"]) for r in final.values() if r["name"] == name)
+        merged = Sketch()
+        for rollup in Rollup.objects.filter(site=site, name=name):
+            merged.merge(Sketch.from_json(rollup.sketch))
+        for q in (0.5, 0.75, 0.95):
+            estimate = merged.quantile(q)
+            expected = _weighted_quantile(exact, q)
+            assert estimate is not None
+            if expected <= 1e-6:
+                assert estimate == 0.0
+            else:
+                assert abs(estimate - expected) <= RELATIVE_ACCURACY * expected + 1e-9, (name, q, estimate, expected)
+
+
+def _weighted_quantile(ordered: list[tuple[float, float]], q: float) -> float:
+    total = sum(w for _, w in ordered)
+    cumulative = 0.0
+    for value, weight in ordered:
+        cumulative += weight
+        if cumulative >= q * total - 1e-9:
+            return value
+    return ordered[-1][0]
+
+
+def test_the_rebuild_command(site: Site) -> None:
+    metrics_store(records=[record(site, n, value=100.0 * n, at=datetime.now(UTC)) for n in range(1, 6)])
+    Rollup.objects.all().delete()
+    out = io.StringIO()
+    call_command("vitals_rebuild_rollups", "--since", "2h", "--site", "shop", stdout=out)
+    assert "shop:" in out.getvalue()
+    assert sum(Rollup.objects.values_list("samples", flat=True)) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday-ish"], "neither an ISO date/time nor a span"),
+        (["--since", "2h", "--until", "3h"], "--until must be after --since"),
+        (["--since", "2h", "--site", "nope"], "No such site: nope"),
+    ],
+)
+def test_the_rebuild_command_explains_bad_arguments(site: Site, args: list[str], message: str) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        call_command("vitals_rebuild_rollups", *args, stdout=io.StringIO())
+
+
+def test_retention_removes_raw_rows_past_each_sites_horizon(site: Site) -> None:
+    short = Site.objects.create(name="short", allowed_origins=["*"], retention_days=3)
+    site.retention_days = 30
+    site.save()
+    today = datetime.now(UTC)
+    metrics_store(
+        records=[
+            record(site, 1, value=1.0, at=today - timedelta(days=10)),
+            record(short, 2, value=1.0, at=today - timedelta(days=10)),
+            record(short, 3, value=1.0, at=today - timedelta(days=1)),
+            record(site, 4, value=1.0, at=today - timedelta(days=40)),
+        ]
+    )
+    result = metrics_drop_expired()
+    remaining = sorted(Metric.objects.values_list("pageview", flat=True))
+    assert remaining == ["pv-1", "pv-3"]
+    if connection.vendor == "postgresql":
+        assert result["partitions_dropped"] >= 1
+    # Rollups stay: dashboards keep history beyond raw retention.
+    assert Rollup.objects.filter(site=site).count() == 2
+
+
+def test_partitions_are_created_ahead_and_dropped_whole() -> None:
+    require(connection.vendor == "postgresql", "partitions are PostgreSQL's")
+    days = [NOW.date() + timedelta(days=n) for n in range(3)]
+    created = ensure_partitions(days)
+    assert set(created) <= set(days)
+    assert set(days) <= set(existing_partitions())
+    assert ensure_partitions(days) == [] or set(ensure_partitions(days)) <= set(days)
+    dropped = drop_partitions_before(days[2])
+    assert set(days[:2]) <= set(dropped)
+    assert days[2] in existing_partitions()
+
+
+def test_the_maintenance_command_reports_what_it_did(site: Site) -> None:
+    out = io.StringIO()
+    call_command("vitals_maintain", stdout=out)
+    assert "partitions created:" in out.getvalue()
+    assert "minute rollups folded into hours:" in out.getvalue()
+
+
+def test_the_demo_command_writes_realistic_data_through_ingestion() -> None:
+    out = io.StringIO()
+    call_command("vitals_demo", "--site", "demo", "--pageviews", "300", "--days", "2", "--seed", "7", stdout=out)
+    assert "Wrote 1,500 metrics from 300 page views" in out.getvalue()
+    assert "100%" in out.getvalue()
+    demo = Site.objects.get(name="demo")
+    assert Metric.objects.filter(site=demo).count() == 1500
+    assert sum(Rollup.objects.filter(site=demo).values_list("samples", flat=True)) == 1500
+    routes = set(Metric.objects.filter(site=demo).values_list("route", flat=True))
+    assert {"/", "/products/:id", "/cart"} <= routes
+    assert set(Metric.objects.filter(site=demo).values_list("device_class", flat=True)) == {
+        "mobile",
+        "tablet",
+        "desktop",
+    }
+    # Field-data shape: most CLS values are exactly 0, LCP's median is near 2 s.
+    lcp = sorted(Metric.objects.filter(site=demo, name="LCP").values_list("value", flat=True))
+    assert 1000 < lcp[len(lcp) // 2] < 4000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [(["--pageviews", "0"], "at least 1"), (["--days", "0"], "between 1 and 400")]
+)
+def test_the_demo_command_explains_bad_arguments(args: list[str], message: str) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        call_command("vitals_demo", *args, stdout=io.StringIO())
+
+
+def test_random_batches_never_double_count(site: Site) -> None:
+    rng = random.Random(3)
+    records = [record(site, n, value=float(rng.randint(100, 9000))) for n in range(200)]
+    for _ in range(4):
+        metrics_store(records=rng.sample(records, 120), now=NOW)
+    stored = Metric.objects.count()
+    assert sum(Rollup.objects.values_list("samples", flat=True)) == stored

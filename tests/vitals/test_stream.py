@@ -1,0 +1,159 @@
+"""The production path: Redis stream, consumer group, and the degradation
+rules of DESIGN.md, against the real Redis and PostgreSQL."""
+
+import json
+import subprocess
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+
+from apps.resilience.breakers import redis_stream
+from apps.vitals import stream
+from apps.vitals.collect import forget_cached_sites
+from apps.vitals.models import Metric, Rollup, Site
+from apps.vitals.services import metrics_store
+from apps.vitals.stream import GROUP, STREAM, StreamConsumer, redis_client
+from tests.helpers import BASE_DIR, PYTHON, postgres_configured, redis_configured, require, subprocess_env
+from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, post
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _production_path() -> None:
+    require(redis_configured() and postgres_configured(), "the stream needs Redis and PostgreSQL")
+    forget_cached_sites()
+    redis_stream.close()
+
+
+@pytest.fixture
+def site() -> Site:
+    return Site.objects.create(name="shop", allowed_origins=[ORIGIN])
+
+
+def store(records: list[dict[str, object]]) -> None:
+    metrics_store(records=records)
+
+
+def test_a_202_means_the_beacon_is_in_the_stream_before_any_worker_runs(client: Client, site: Site) -> None:
+    assert post(client, site, beacon(lcp(), lcp(n=2))).status_code == 202
+    assert redis_client().xlen(STREAM) == 1
+    assert not Metric.objects.exists()
+    assert drain() == 2
+    assert Metric.objects.count() == 2
+    # Written, acknowledged and deleted: nothing left pending.
+    assert redis_client().xlen(STREAM) == 0
+
+
+def test_entries_of_a_dead_consumer_are_reclaimed_and_counted_once(
+    client: Client, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies = [beacon(lcp(n=n)) for n in range(3)]
+    for body in bodies:
+        post(client, site, body)
+    dead = StreamConsumer(store=store, name="dead-worker", block_ms=10)
+    dead.ensure_group()
+    # It reads the entries and dies before writing or acknowledging them.
+    dead.client.xreadgroup(GROUP, "dead-worker", {STREAM: ">"}, count=10)
+    assert redis_client().xpending(STREAM, GROUP)["pending"] == 3
+
+    alive = StreamConsumer(store=store, name="alive-worker", block_ms=10)
+    assert alive.poll() == 0  # nothing new for it to read
+    monkeypatch.setattr(stream, "CLAIM_IDLE_MS", 0)
+    assert alive.reclaim() == 3
+    assert Metric.objects.count() == 3
+    assert redis_client().xpending(STREAM, GROUP)["pending"] == 0
+    # Had the dead worker written them after all, a re-delivery changes nothing.
+    for body in bodies:
+        post(client, site, body)
+    drain()
+    assert Metric.objects.count() == 3
+    assert sum(Rollup.objects.values_list("samples", flat=True)) == 3
+
+
+def test_an_undecodable_entry_goes_to_the_dead_letter_stream(site: Site) -> None:
+    consumer = StreamConsumer(store=store, block_ms=10)
+    consumer.ensure_group()
+    redis_client().xadd(STREAM, {"r": b"not json"})
+    assert consumer.poll() == 0
+    dead = redis_client().xrange(stream.DEAD_LETTERS)
+    assert len(dead) == 1 and dead[0][1][b"r"] == b"not json"
+    assert redis_client().xlen(STREAM) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_redis_is_down_beacons_go_straight_to_the_database(client: Client, site: Site) -> None:
+    dead_redis = {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    try:
+        with override_settings(CACHES={"default": dead_redis}):
+            for n in range(4):
+                response = post(client, site, beacon(lcp(n=n)))
+                assert response.status_code == 202, response.content
+            # Stored in the request, without a worker.
+            assert Metric.objects.count() == 4
+            # After repeated failures the breaker is open: no more waiting on Redis.
+            assert redis_stream.current_state == "open"
+    finally:
+        redis_stream.close()
+
+
+def _post_in_subprocess(site: Site, **env: str) -> tuple[int, dict[str, object]]:
+    script = (
+        "import json, sys, django; django.setup();"
+        "from django.test import Client;"
+        "r = Client().post('/api/v1/vitals/collect?key=' + sys.argv[1], data=sys.argv[2], content_type='text/plain',"
+        f" HTTP_ORIGIN={ORIGIN!r}, HTTP_USER_AGENT={CHROME_DESKTOP!r});"
+        "print(r.status_code); print(json.dumps(r.json()))"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", script, site.public_key, json.dumps(beacon(lcp(n=99)))],
+        cwd=BASE_DIR,
+        env=subprocess_env(ALLOWED_HOSTS="testserver", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) >= 2, result.stderr
+    return int(lines[-2]), json.loads(lines[-1])
+
+
+def test_when_postgresql_is_down_beacons_wait_in_the_stream(client: Client, site: Site) -> None:
+    # A first beacon while everything is up puts the site in the shared cache.
+    assert post(client, site, beacon(lcp(n=1))).status_code == 202
+    status, body = _post_in_subprocess(site, DATABASE_URL="postgres://postgres@127.0.0.1:1/perfhub")
+    assert (status, body) == (202, {"accepted": 1, "rejected": 0})
+    assert redis_client().xlen(STREAM) == 2
+    # "After recovery": a worker with a working database drains everything.
+    assert drain() == 2
+    assert Metric.objects.count() == 2
+
+
+def test_a_worker_whose_database_is_down_leaves_entries_pending(client: Client, site: Site) -> None:
+    post(client, site, beacon(lcp(n=1), lcp(n=2)))
+    script = (
+        "import django; django.setup();"
+        "from apps.vitals.services import metrics_store;"
+        "from apps.vitals.stream import StreamConsumer;"
+        "c = StreamConsumer(store=lambda r: metrics_store(records=r), name='unlucky', block_ms=10);"
+        "c.ensure_group();"
+        "c.poll()"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", script],
+        cwd=BASE_DIR,
+        env=subprocess_env(DATABASE_URL="postgres://postgres@127.0.0.1:1/perfhub"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "OperationalError" in result.stderr
+    assert redis_client().xpending(STREAM, GROUP)["pending"] == 1
+    # The same worker, restarted with its database back, retries its own
+    # pending entries first.
+    again = StreamConsumer(store=store, name="unlucky", block_ms=10)
+    assert again.poll() == 2
+    assert Metric.objects.count() == 2
+    assert redis_client().xpending(STREAM, GROUP)["pending"] == 0
