@@ -128,6 +128,19 @@ class Metric(models.Model):
         return f"{self.name}={self.value:g} ({self.metric_id})"
 
 
+# What a rollup row is per, besides its site and time bucket.
+ROLLUP_DIMENSIONS = (
+    "name",
+    "route",
+    "device_class",
+    "browser",
+    "country",
+    "navigation_type",
+    "release",
+    "connection",
+)
+
+
 class Rollup(models.Model):
     """The metrics of one time bucket and one combination of dimensions:
     weighted counts by rating and a mergeable histogram (apps.vitals.sketch).
@@ -155,33 +168,12 @@ class Rollup(models.Model):
     value_sum = models.FloatField(default=0.0, help_text="Weighted sum of values, for means.")
     sketch = models.JSONField(default=dict)
 
-    DIMENSIONS = (
-        "name",
-        "route",
-        "device_class",
-        "browser",
-        "country",
-        "navigation_type",
-        "release",
-        "connection",
-    )
+    DIMENSIONS = ROLLUP_DIMENSIONS
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=[
-                    "site",
-                    "bucket_seconds",
-                    "bucket_start",
-                    "name",
-                    "route",
-                    "device_class",
-                    "browser",
-                    "country",
-                    "navigation_type",
-                    "release",
-                    "connection",
-                ],
+                fields=["site", "bucket_seconds", "bucket_start", *ROLLUP_DIMENSIONS],
                 name="vitals_rollup_bucket_key",
             ),
             models.CheckConstraint(condition=models.Q(bucket_seconds__in=[60, 3600]), name="vitals_rollup_bucket_size"),
