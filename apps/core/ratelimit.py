@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django_redis import get_redis_connection
+from django_redis.cache import RedisCache
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +27,11 @@ class Verdict:
 
 
 def _redis_client() -> Any:
-    try:
-        from django_redis import get_redis_connection
-    except ImportError:  # pragma: no cover - django-redis is a dependency
+    """The raw Redis client behind the cache, or None on the embedded
+    default's local-memory cache."""
+    if not isinstance(caches["default"], RedisCache):
         return None
-    try:
-        return get_redis_connection("default")
-    except NotImplementedError:
-        # The configured cache is not django-redis (the embedded default).
-        return None
+    return get_redis_connection("default")
 
 
 def hit(scope: str, identity: str, *, limit: int, window: int) -> Verdict:
