@@ -22,6 +22,7 @@ from apps.core.ratelimit import hit
 from apps.vitals.beacon import MAX_BODY_BYTES, BeaconError, decode_body, parse_beacon
 from apps.vitals.models import RouteRule, Site
 from apps.vitals.normalize import country_for_ip, parse_user_agent
+from apps.vitals.selectors import site_cache_key
 from apps.vitals.services import beacon_ingest
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _site_for_key(key: str) -> tuple[Site | None, list[tuple[str, str]]]:
     cached = _sites.get(key)
     if cached and cached[0] > now:
         return cached[1], cached[2]
-    shared_key = f"perfhub:vitals:site:{key}"
+    shared_key = site_cache_key(key)
     try:
         site = Site.objects.filter(public_key=key).first()
         rules = list(RouteRule.objects.filter(site=site).values_list("pattern", "route")) if site else []

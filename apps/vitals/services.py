@@ -8,6 +8,7 @@ from typing import Any
 
 import pybreaker
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -16,6 +17,7 @@ from apps.vitals.models import Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions
 from apps.vitals.rollups import MINUTE_HORIZON, RollupDelta
+from apps.vitals.selectors import rum_snippet_forget, site_cache_key
 from apps.vitals.stream import stream_append
 
 logger = logging.getLogger(__name__)
@@ -282,10 +284,53 @@ def site_create(
 
 def site_rotate_key(*, site: Site) -> str:
     """Give ``site`` a new public key; pages with the old key stop reporting
-    until their snippet is updated."""
+    (within the endpoint's 30-second per-process cache) until their snippet
+    is updated."""
+    old_key = site.public_key
     site.public_key = new_public_key()
     site.save(update_fields=["public_key", "updated_at"])
+    _forget_site_caches(site, old_key)
     return site.public_key
+
+
+def _forget_site_caches(site: Site, public_key: str) -> None:
+    # The shared copy would otherwise let a rotated-out key in during a
+    # database outage; PerfHub's own snippet carries the key and sample rate.
+    cache.delete(site_cache_key(public_key))
+    if site.is_builtin:
+        rum_snippet_forget()
+
+
+def site_update(
+    *,
+    site: Site,
+    name: str,
+    allowed_origins: list[str],
+    sample_rate: float,
+    retention_days: int,
+    kept_query_params: list[str],
+    route_rules: Sequence[tuple[str, str]],
+) -> Site:
+    """Change a site's settings and replace its route rules, in order, in one
+    transaction. The built-in site keeps its name and its (implicit) origins."""
+    for pattern, _ in route_rules:
+        validate_route_pattern(pattern)
+    with transaction.atomic():
+        if not site.is_builtin:
+            site.name = name
+            site.allowed_origins = allowed_origins
+        site.sample_rate = sample_rate
+        site.retention_days = retention_days
+        site.kept_query_params = kept_query_params
+        site.full_clean()
+        site.save()
+        RouteRule.objects.filter(site=site).delete()
+        RouteRule.objects.bulk_create(
+            RouteRule(site=site, position=position, pattern=pattern, route=route)
+            for position, (pattern, route) in enumerate(route_rules)
+        )
+    _forget_site_caches(site, site.public_key)
+    return site
 
 
 def beacon_ingest(*, records: list[dict[str, Any]]) -> str:
