@@ -44,6 +44,14 @@ def post_fork(server: Any, worker: Any) -> None:
     configure_tracing()
 
 
+def post_worker_init(worker: Any) -> None:
+    # ua-parser builds its resolver on first use (about 0.2 s): pay it here,
+    # not in the first visitor's beacon after each worker (re)start.
+    from apps.vitals.normalize import parse_user_agent
+
+    parse_user_agent("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0.0.0")
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     from perfhub.telemetry import shutdown_tracing
 
