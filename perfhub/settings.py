@@ -138,7 +138,8 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------
 
-_db_engines = "django_prometheus.db.backends" if INSTRUMENT else "django.db.backends"
+# django-prometheus' backends, the SQLite one without its per-query cost.
+_db_engines = "apps.metrics.db" if INSTRUMENT else "django.db.backends"
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     _default_db = database_from_url(
