@@ -149,7 +149,12 @@ class Rollup(models.Model):
     MINUTE = 60
     HOUR = 3600
 
-    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+")
+    # No database FK, as on Metric: a batch writes thousands of rollup rows,
+    # and each would queue a deferred check against vitals_site for the
+    # commit. Django still cascades a site's deletion to its rollups. No
+    # index of its own either: the bucket key and the dashboard index both
+    # start with site.
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False)
     bucket_start = models.DateTimeField()
     bucket_seconds = models.PositiveIntegerField()
     name = models.CharField(max_length=4)

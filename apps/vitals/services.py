@@ -82,11 +82,15 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
     rollups, in one transaction.
 
     1. Within the batch the latest report of each metric wins.
-    2. Rows already stored are read first: a metric reported again with a
-       new value is taken out of its rollup with its old value and put back
-       with the new one; one re-delivered with the same value changes nothing.
-    3. New rows are inserted and changed rows updated (PostgreSQL: COPY into
-       a staging table, then one INSERT ... ON CONFLICT).
+    2. New rows are inserted. PostgreSQL: COPY into a staging table, then
+       INSERT ... ON CONFLICT DO NOTHING; the unique index tells which were
+       stored already, and only those are read back, so that the common
+       batch, all new, reads nothing (a lookup of every key is planned from
+       statistics, which a partition being filled does not have yet).
+       Elsewhere every key is read first.
+    3. A metric reported again with a new value is taken out of its rollup
+       with its old value and put back with the new one, and its row
+       updated; one re-delivered with the same value changes nothing.
     4. The rollup delta is merged into the rollup rows.
     """
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -98,11 +102,18 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
     with transaction.atomic():
         _lock_sites(key[0] for key in latest)
         ensure_partitions({key[1] for key in latest})
-        stored = _stored_rows(list(latest))
+        if connection.vendor == "postgresql":
+            # New metrics go in unread: the unique index tells which were
+            # stored already, and only those are read back.
+            inserted = _insert_new_postgresql(list(latest.values()))
+            stored = _stored_rows([key for key in latest if key not in inserted])
+        else:
+            inserted = set()
+            stored = _stored_rows(list(latest))
         fresh, changed = [], []
         for key, record in latest.items():
             old = stored.get(key)
-            if old is None:
+            if key in inserted or old is None:
                 fresh.append(record)
                 delta.add(record)
             elif old["value"] != record["value"]:
@@ -110,7 +121,7 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
                 delta.add(old, -1)
                 delta.add({**old, "value": record["value"], "rating": record["rating"]})
         if connection.vendor == "postgresql":
-            _write_postgresql(fresh + changed)
+            _write_postgresql([r for r in fresh + changed if tuple(r[k] for k in _ROW_KEY) not in inserted])
         else:
             _write_portable(fresh, changed)
         written = delta.apply()
@@ -150,9 +161,10 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
     return rows
 
 
-def _write_postgresql(records: list[dict[str, Any]]) -> None:
-    if not records:
-        return
+def _insert_new_postgresql(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """COPY ``records`` into the staging table and insert those not stored
+    yet; returns their keys. The staging table keeps them all for
+    _write_postgresql."""
     with connection.cursor() as cursor:
         # Per session, emptied at each commit: the staging area for COPY.
         cursor.execute(
@@ -169,6 +181,25 @@ def _write_postgresql(records: list[dict[str, Any]]) -> None:
         ):
             for record in records:
                 copy.write_row([json.dumps(record[c]) if c == "attribution" else record[c] for c in COLUMNS])
+        cursor.execute(
+            f"INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
+            f"SELECT {', '.join(COLUMNS)} FROM vitals_metric_stage "
+            f"ON CONFLICT (site_id, day, metric_id) DO NOTHING RETURNING {', '.join(_ROW_KEY)}"
+        )
+        return {tuple(row) for row in cursor.fetchall()}
+
+
+def _write_postgresql(records: list[dict[str, Any]]) -> None:
+    """Write ``records``, already in the staging table, over the stored rows
+    with their keys."""
+    if not records:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM vitals_metric_stage WHERE (site_id, day, metric_id) NOT IN "
+            "(SELECT * FROM unnest(%s::bigint[], %s::date[], %s::varchar[]))",
+            [[r["site_id"] for r in records], [r["day"] for r in records], [r["metric_id"] for r in records]],
+        )
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _REPLACED)
         cursor.execute(
             f"INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
