@@ -4,13 +4,14 @@ import pytest
 from django.db import connection
 from prometheus_client import REGISTRY
 
-from tests.helpers import require
-
 pytestmark = pytest.mark.django_db
 
 
 def test_sqlite_queries_are_counted_through_one_cursor_class() -> None:
-    require(connection.vendor == "sqlite", "the fix is to django-prometheus' SQLite backend")
+    if connection.vendor != "sqlite":
+        # A property of this configuration, not a missing service: CI runs
+        # it in the embedded-default pass.
+        pytest.skip("the fix is to django-prometheus' SQLite backend")
     labels = {"alias": connection.alias, "vendor": connection.vendor}
     before = REGISTRY.get_sample_value("django_db_execute_total", labels) or 0.0
 
