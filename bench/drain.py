@@ -53,7 +53,19 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+# Run as a script, sys.path[0] is bench/: the repository goes first, so that
+# `bench` is the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    BASE_DIR,
+    INHERITED_ENV_DROPPED,
+    BenchError,
+    load_average,
+    machine_load,
+    print_result,
+)
+
 TARGET_METRICS_PER_S = 25_000
 SITE_NAME = "bench-drain"
 SCRATCH_TABLE = "bench_drain_copy"
@@ -64,24 +76,6 @@ DEFAULT_BATCH_SIZE = 2000
 
 if TYPE_CHECKING:
     from apps.vitals.models import Site
-
-# Variables that would point the bench somewhere it did not choose.
-_INHERITED_ENV_DROPPED = {
-    "DATABASE_URL",
-    "REDIS_URL",
-    "DEBUG",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "prometheus_multiproc_dir",
-    "PERFHUB_INSTRUMENT",
-    "PERFHUB_LOG_LEVEL",
-    "PERFHUB_LOG_JSON",
-    "PERFHUB_DATA_DIR",
-    "DJANGO_SETTINGS_MODULE",
-}
-
-
-class BenchError(Exception):
-    pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -145,7 +139,7 @@ def configure_django(args: argparse.Namespace, data_dir: Path) -> None:
     """Set the environment the workers run with, for this process and the
     `manage.py worker` processes it starts, and set Django up."""
     for name in list(os.environ):
-        if name in _INHERITED_ENV_DROPPED or name.startswith("OTEL_"):
+        if name in INHERITED_ENV_DROPPED or name.startswith("OTEL_"):
             del os.environ[name]
     os.environ.update(
         DATABASE_URL=args.database_url,
@@ -526,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             site = prepare()
             print(
                 f"filling the stream with {args.metrics:,} metrics over {args.days:g} day(s), no worker running "
-                f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)",
+                f"({machine_load()})",
                 flush=True,
             )
             filled = fill(site, args)
@@ -542,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             how = "in this process" if args.consumers == 1 else f"with {args.consumers} `manage.py worker` processes"
             print(
-                f"draining {how}, batches of {args.batch_size} entries (load average {os.getloadavg()[0]:.2f})",
+                f"draining {how}, batches of {args.batch_size} entries (load average {load_average()})",
                 flush=True,
             )
             run = drain_here(args) if args.consumers == 1 else drain_workers(args, filled.entries, Path(workdir))
@@ -582,31 +576,29 @@ def main(argv: list[str] | None = None) -> int:
         f"(target >= {TARGET_METRICS_PER_S:,}: {'met' if met else 'NOT met'})"
         + (f"; COPY alone {copy_rate:,.0f} rows/s, ratio {rate / copy_rate:.3f}" if copy_rate else "")
     )
-    print(
-        json.dumps(
-            {
-                "metrics": args.metrics,
-                "seconds": round(run.seconds, 2),
-                "finished": run.finished,
-                "metrics_per_s": round(rate),
-                "target": TARGET_METRICS_PER_S,
-                "target_met": met,
-                "copy_only_metrics_per_s": round(copy_rate) if copy_rate else None,
-                "ratio_to_copy": round(rate / copy_rate, 3) if copy_rate else None,
-                "consumers": args.consumers,
-                "batch_size": args.batch_size,
-                "entries": filled.entries,
-                "rows_stored": result.rows,
-                "rollup_samples": result.rollup_samples,
-                "rollup_rows": result.rollup_rows,
-                "verified": not problems,
-                "consumer_cpu_s": round(run.cpu_seconds, 2) if run.cpu_seconds is not None else None,
-                "batch_median_s": round(statistics.median(run.batches), 3) if run.batches else None,
-                "batch_max_s": round(max(run.batches), 3) if run.batches else None,
-                "fill_s": round(filled.seconds, 1),
-                "days": args.days,
-            }
-        )
+    print_result(
+        {
+            "metrics": args.metrics,
+            "seconds": round(run.seconds, 2),
+            "finished": run.finished,
+            "metrics_per_s": round(rate),
+            "target": TARGET_METRICS_PER_S,
+            "target_met": met,
+            "copy_only_metrics_per_s": round(copy_rate) if copy_rate else None,
+            "ratio_to_copy": round(rate / copy_rate, 3) if copy_rate else None,
+            "consumers": args.consumers,
+            "batch_size": args.batch_size,
+            "entries": filled.entries,
+            "rows_stored": result.rows,
+            "rollup_samples": result.rollup_samples,
+            "rollup_rows": result.rollup_rows,
+            "verified": not problems,
+            "consumer_cpu_s": round(run.cpu_seconds, 2) if run.cpu_seconds is not None else None,
+            "batch_median_s": round(statistics.median(run.batches), 3) if run.batches else None,
+            "batch_max_s": round(max(run.batches), 3) if run.batches else None,
+            "fill_s": round(filled.seconds, 1),
+            "days": args.days,
+        }
     )
     return 1 if problems else 0
 

@@ -38,7 +38,6 @@ stream that did not drain).
 import argparse
 import http.client
 import json
-import os
 import random
 import re
 import shutil
@@ -46,7 +45,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -54,7 +52,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+# Run as a script, sys.path[0] is bench/: the repository goes first, so that
+# `bench` is the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    BASE_DIR,
+    SERVER_ENV_DROPPED,
+    BenchError,
+    Server,
+    check_load_options,
+    free_port,
+    inherited_env,
+    load_average,
+    machine_load,
+    measure_in_workdir,
+    print_result,
+    report_noise,
+    run_python,
+    serve,
+    until_answered,
+)
+
 WRK_SCRIPT = BASE_DIR / "bench" / "ingest.lua"
 TARGET_RATIO = 0.8
 TARGET_P99_MS = 50.0
@@ -69,23 +88,10 @@ DRAIN_ATTEMPTS = 5
 
 # Variables that would point the servers somewhere the bench did not choose
 # or make the two differ in more than the settings module.
-_INHERITED_ENV_DROPPED = {
-    "DATABASE_URL",
-    "REDIS_URL",
-    "DEBUG",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "prometheus_multiproc_dir",
-    "PERFHUB_INSTRUMENT",
-    "PERFHUB_BIND",
-    "PERFHUB_WEB_WORKERS",
-    "PERFHUB_WEB_THREADS",
-    "PERFHUB_LOG_LEVEL",
-    "PERFHUB_LOG_JSON",
-    "PERFHUB_DATA_DIR",
+_INHERITED_ENV_DROPPED = SERVER_ENV_DROPPED | {
     "PERFHUB_RATE_LIMIT_PER_IP",
     "PERFHUB_RATE_LIMIT_PER_SITE",
     "PERFHUB_PROXY_COUNT",
-    "DJANGO_SETTINGS_MODULE",
 }
 
 # Run with the project's settings, in subprocesses, so that this process
@@ -136,25 +142,6 @@ print(json.dumps({
 _WRK_LINE = re.compile(r"^ingest-wrk: (\{.*\})$", re.MULTILINE)
 
 
-class BenchError(Exception):
-    pass
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-    multiproc_dir: Path
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
 @dataclass
 class WrkRun:
     seconds: float
@@ -203,30 +190,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default: %(default)s)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default: %(default)s)")
     args = parser.parse_args(argv)
-    for name in ("workers", "duration", "rounds", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.warmup < 0:
-        parser.error("--warmup must not be negative")
-    if args.connections < args.threads:
-        parser.error("wrk needs at least one connection per thread")
+    check_load_options(parser, args)
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         parser.error("--database-url must be a PostgreSQL URL: the bench measures the production path")
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def base_env(args: argparse.Namespace, data_dir: Path, redis_url: str) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in _INHERITED_ENV_DROPPED and not name.startswith("OTEL_")
-    }
+    env = inherited_env(_INHERITED_ENV_DROPPED)
     env.update(
         PERFHUB_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="perfhub.settings",
@@ -242,20 +213,6 @@ def base_env(args: argparse.Namespace, data_dir: Path, redis_url: str) -> dict[s
         PERFHUB_RATE_LIMIT_PER_SITE=str(RATE_LIMIT),
     )
     return env
-
-
-def run_python(name: str, command: list[str], env: dict[str, str], *, timeout: float = 300) -> str:
-    """Run the project's Python in the repository with the bench's
-    environment; return its standard output."""
-    try:
-        result = subprocess.run(
-            [sys.executable, *command], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{name} did not finish within {timeout:.0f}s.") from None
-    if result.returncode != 0:
-        raise BenchError(f"{name} failed with {result.returncode}:\n{result.stdout}{result.stderr}")
-    return result.stdout
 
 
 def run_json(name: str, script: str, env: dict[str, str], *arguments: str) -> dict[str, Any]:
@@ -329,39 +286,6 @@ def private_redis(workdir: Path) -> Iterator[str]:
             process.wait()
 
 
-@contextmanager
-def serve(name: str, *, env: dict[str, str], workdir: Path) -> Iterator[Server]:
-    port = free_port()
-    log = workdir / f"{name}.log"
-    multiproc_dir = workdir / f"{name}-prometheus"
-    env = {**env, "PERFHUB_BIND": f"127.0.0.1:{port}", "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
-    config = BASE_DIR / "perfhub" / "gunicorn_conf.py"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(config), "perfhub.wsgi"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(name=name, port=port, process=process, log=log, multiproc_dir=multiproc_dir)
-    try:
-        yield server
-    finally:
-        stop(server)
-
-
-def stop(server: Server) -> None:
-    if server.process.poll() is not None:
-        return
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-
-
 def check_beacon() -> bytes:
     """One beacon of the shape bench/ingest.lua sends, with ids of its own."""
     now_ms = int(time.time() * 1000)
@@ -413,17 +337,7 @@ def post(server: Server, path: str, body: bytes) -> tuple[int, bytes]:
 def first_answer(server: Server, path: str, *, timeout: float = 60.0) -> int:
     """Wait until a worker has loaded the app, post one beacon and return
     the metrics it accepted."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.process.poll() is not None:
-            raise BenchError(f"the {server.name} server exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            status, body = post(server, path, check_beacon())
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise BenchError(f"the {server.name} server did not answer within {timeout:.0f}s") from None
-            time.sleep(0.2)
+    status, body = until_answered(server, lambda: post(server, path, check_beacon()), timeout=timeout)
     try:
         accepted = int(json.loads(body).get("accepted", 0))
     except (ValueError, AttributeError):
@@ -558,7 +472,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
             f"POST {COLLECT_PATH} (5 metrics a beacon); gunicorn, {args.workers} workers per server; "
             f"wrk -t{args.threads} -c{args.connections}; {args.rounds} round(s) of {args.duration}s; "
             f"Redis persistence: {site.redis_persistence}; "
-            f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+            f"{machine_load()}",
             flush=True,
         )
         # Only one worker of each server is known to be up; the warm-up also
@@ -592,7 +506,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
         before = run_json("counting", _STATE_SCRIPT, env, str(site.id))
         print(
             f"load over: {before['stream']} beacons in the stream, {before['rows']} metrics already stored; "
-            f"draining with manage.py worker --once (load average {os.getloadavg()[0]:.2f})",
+            f"draining with manage.py worker --once (load average {load_average()})",
             flush=True,
         )
         drained = drain(env, site)
@@ -611,14 +525,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("ingest.py: error: wrk is not installed (Debian package wrk)", file=sys.stderr)
-        return 1
-    try:
-        with tempfile.TemporaryDirectory(prefix="perfhub-ingest-") as workdir:
-            result = measure(args, Path(workdir))
-    except BenchError as error:
-        print(f"ingest.py: error: {error}", file=sys.stderr)
+    result = measure_in_workdir("ingest.py", "perfhub-ingest-", lambda workdir: measure(args, workdir))
+    if result is None:
         return 1
 
     collect_rps = statistics.median(run.rps for run in result.runs["collect"])
@@ -634,12 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     unaccounted = max(0, stored - expected)
     met = {"ratio": ratio >= TARGET_RATIO, "p99_ms": p99_ms <= TARGET_P99_MS, "lost": lost == 0}
 
-    for name, runs in result.runs.items():
-        rates = [run.rps for run in runs]
-        if max(rates) > 1.2 * min(rates):
-            print(
-                f"noisy: {name} runs ranged {min(rates):.1f}-{max(rates):.1f} rps; is something else loading the CPU?"
-            )
+    report_noise(result.runs)
     if any(result.restarts.values()):
         print(
             "gunicorn recycled workers (max_requests) during the run: "
@@ -663,40 +566,36 @@ def main(argv: list[str] | None = None) -> int:
         f"collect p99 {p99_ms:.1f} ms (target <= {TARGET_P99_MS:.0f}: {'met' if met['p99_ms'] else 'NOT met'}); "
         f"lost {lost} (target 0: {'met' if met['lost'] else 'NOT met'})"
     )
-    print(
-        json.dumps(
-            {
-                "collect_rps": round(collect_rps, 1),
-                "parse_only_rps": round(parse_only_rps, 1),
-                "ratio": round(ratio, 3),
-                "p99_ms": round(p99_ms, 1),
-                "accepted_metrics": result.accepted_metrics,
-                "stored_metrics": stored,
-                "lost": lost,
-                "targets": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS, "lost": 0},
-                "targets_met": met,
-                "server_accepted_metrics": result.server_accepted_metrics,
-                "in_flight_at_stop": result.in_flight,
-                "unaccounted_stored": unaccounted,
-                "rollup_samples": int(state["rollup_samples"]),
-                "stream_entries": result.stream_entries,
-                "drain_s": round(result.drain.seconds, 1),
-                "db_fallbacks": result.fallbacks,
-                "worker_restarts": result.restarts,
-                "redis_persistence": result.redis_persistence,
-                "collect_p50_ms": round(statistics.median(r.latency_ms("p50") for r in result.runs["collect"]), 1),
-                "parse_only_p99_ms": round(
-                    statistics.median(r.latency_ms("p99") for r in result.runs["parse_only"]), 1
-                ),
-                "workers": args.workers,
-                "threads": args.threads,
-                "connections": args.connections,
-                "rounds": args.rounds,
-                "duration_s": args.duration,
-                "collect_runs_rps": [round(run.rps, 1) for run in result.runs["collect"]],
-                "parse_only_runs_rps": [round(run.rps, 1) for run in result.runs["parse_only"]],
-            }
-        )
+    print_result(
+        {
+            "collect_rps": round(collect_rps, 1),
+            "parse_only_rps": round(parse_only_rps, 1),
+            "ratio": round(ratio, 3),
+            "p99_ms": round(p99_ms, 1),
+            "accepted_metrics": result.accepted_metrics,
+            "stored_metrics": stored,
+            "lost": lost,
+            "targets": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS, "lost": 0},
+            "targets_met": met,
+            "server_accepted_metrics": result.server_accepted_metrics,
+            "in_flight_at_stop": result.in_flight,
+            "unaccounted_stored": unaccounted,
+            "rollup_samples": int(state["rollup_samples"]),
+            "stream_entries": result.stream_entries,
+            "drain_s": round(result.drain.seconds, 1),
+            "db_fallbacks": result.fallbacks,
+            "worker_restarts": result.restarts,
+            "redis_persistence": result.redis_persistence,
+            "collect_p50_ms": round(statistics.median(r.latency_ms("p50") for r in result.runs["collect"]), 1),
+            "parse_only_p99_ms": round(statistics.median(r.latency_ms("p99") for r in result.runs["parse_only"]), 1),
+            "workers": args.workers,
+            "threads": args.threads,
+            "connections": args.connections,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "collect_runs_rps": [round(run.rps, 1) for run in result.runs["collect"]],
+            "parse_only_runs_rps": [round(run.rps, 1) for run in result.runs["parse_only"]],
+        }
     )
     return 0
 

@@ -24,41 +24,37 @@ went wrong (a non-2xx answer, a socket error, tracing found off).
 
 import argparse
 import http.client
-import json
-import os
 import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-TARGET_RATIO = 0.90
+# Run as a script, sys.path[0] is bench/: the repository goes first, so that
+# `bench` is the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Variables that would make the two servers differ in more than the
-# instrumentation, or point them somewhere the bench did not choose.
-_INHERITED_ENV_DROPPED = {
-    "DATABASE_URL",
-    "REDIS_URL",
-    "DEBUG",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "prometheus_multiproc_dir",
-    "PERFHUB_INSTRUMENT",
-    "PERFHUB_BIND",
-    "PERFHUB_WEB_WORKERS",
-    "PERFHUB_WEB_THREADS",
-    "PERFHUB_LOG_LEVEL",
-    "PERFHUB_LOG_JSON",
-    "PERFHUB_DATA_DIR",
-    "DJANGO_SETTINGS_MODULE",
-}
+from bench import common  # noqa: E402
+from bench.common import (  # noqa: E402
+    BASE_DIR,
+    GUNICORN_CONF,
+    SERVER_ENV_DROPPED,
+    BenchError,
+    Server,
+    check_load_options,
+    inherited_env,
+    machine_load,
+    measure_in_workdir,
+    print_result,
+    report_noise,
+    serve,
+    until_answered,
+)
+
+TARGET_RATIO = 0.90
 
 # The staff user that owns the bench's tokens; on a --database-url database
 # it is reused from one run to the next.
@@ -96,25 +92,6 @@ if token is not None:
 _TOKEN_LINE = re.compile(r"^token: (phk_\S+)$", re.MULTILINE)
 
 
-class BenchError(Exception):
-    pass
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-    multiproc_dir: Path
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
 @dataclass
 class WrkRun:
     rps: float
@@ -143,28 +120,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.path.startswith("/"):
         parser.error("--path must start with /")
-    for name in ("workers", "duration", "rounds", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.warmup < 0:
-        parser.error("--warmup must not be negative")
-    if args.connections < args.threads:
-        parser.error("wrk needs at least one connection per thread")
+    check_load_options(parser, args)
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def base_env(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in _INHERITED_ENV_DROPPED and not name.startswith("OTEL_")
-    }
+    # Variables that would make the two servers differ in more than the
+    # instrumentation, or point them somewhere the bench did not choose.
+    env = inherited_env(SERVER_ENV_DROPPED)
     env.update(
         # Fresh for every run: the SQLite database (unless --database-url),
         # the generated secret key, nothing left over from an earlier run.
@@ -187,22 +150,7 @@ def base_env(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
 def run_python(name: str, command: list[str], env: dict[str, str], *, stdin: str = "") -> str:
     """Run the project's Python in the repository with the bench's
     environment, uninstrumented; return its standard output."""
-    env = {**env, "PERFHUB_INSTRUMENT": "False"}
-    try:
-        result = subprocess.run(
-            [sys.executable, *command],
-            cwd=BASE_DIR,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{name} did not finish within 300s.") from None
-    if result.returncode != 0:
-        raise BenchError(f"{name} failed with {result.returncode}:\n{result.stdout}{result.stderr}")
-    return result.stdout
+    return common.run_python(name, command, {**env, "PERFHUB_INSTRUMENT": "False"}, stdin=stdin)
 
 
 def prepare_database(env: dict[str, str]) -> str:
@@ -230,32 +178,6 @@ def api_token(env: dict[str, str], *, revoke: bool) -> Iterator[str]:
                 print(f"overhead.py: warning: {error}", file=sys.stderr)
 
 
-@contextmanager
-def serve(name: str, *, config: Path, env: dict[str, str], workdir: Path) -> Iterator[Server]:
-    port = free_port()
-    log = workdir / f"{name}.log"
-    multiproc_dir = workdir / f"{name}-prometheus"
-    env = {**env, "PERFHUB_BIND": f"127.0.0.1:{port}", "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(config), "perfhub.wsgi"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(name=name, port=port, process=process, log=log, multiproc_dir=multiproc_dir)
-    try:
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def get(server: Server, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
@@ -271,16 +193,7 @@ def first_answer(
     server: Server, path: str, headers: dict[str, str], *, timeout: float = 60.0
 ) -> http.client.HTTPResponse:
     """Wait until a worker has loaded the app, and return its answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.process.poll() is not None:
-            raise BenchError(f"the {server.name} server exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            return get(server, path, headers)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise BenchError(f"the {server.name} server did not answer within {timeout:.0f}s") from None
-            time.sleep(0.2)
+    return until_answered(server, lambda: get(server, path, headers), timeout=timeout)
 
 
 def check_answer(server: Server, path: str, response: http.client.HTTPResponse, *, instrumented: bool) -> None:
@@ -361,7 +274,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
         bare = servers.enter_context(
             serve(
                 "bare",
-                config=BASE_DIR / "perfhub" / "gunicorn_conf.py",
+                config=GUNICORN_CONF,
                 env={**env, "PERFHUB_INSTRUMENT": "False"},
                 workdir=workdir,
             )
@@ -379,7 +292,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
             f"wrk -t{args.threads} -c{args.connections}; {args.rounds} rounds of {args.duration}s; "
             f"database: {'--database-url' if args.database_url else 'SQLite in a temporary data directory'}; "
             f"cache: {'--redis-url' if args.redis_url else 'local memory'}; "
-            f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+            f"{machine_load()}",
             flush=True,
         )
         # Only one worker of each server is known to be up; the warm-up also
@@ -408,14 +321,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("overhead.py: error: wrk is not installed (Debian package wrk)", file=sys.stderr)
-        return 1
-    try:
-        with tempfile.TemporaryDirectory(prefix="perfhub-bench-") as workdir:
-            result = measure(args, Path(workdir))
-    except BenchError as error:
-        print(f"overhead.py: error: {error}", file=sys.stderr)
+    result = measure_in_workdir("overhead.py", "perfhub-bench-", lambda workdir: measure(args, workdir))
+    if result is None:
         return 1
 
     instrumented_rps = statistics.median(run.rps for run in result.runs["instrumented"])
@@ -426,32 +333,25 @@ def main(argv: list[str] | None = None) -> int:
     # lookup), plus the requests still in flight when wrk stopped, which it
     # does not count.
     print(f"tracing: {result.spans} spans exported to memory; wrk counted {result.requests['instrumented']} requests")
-    for name, runs in result.runs.items():
-        rates = [run.rps for run in runs]
-        if max(rates) > 1.2 * min(rates):
-            print(
-                f"noisy: {name} runs ranged {min(rates):.1f}-{max(rates):.1f} rps; is something else loading the CPU?"
-            )
+    report_noise(result.runs)
     print(
         f"median: instrumented {instrumented_rps:.1f} rps, bare {bare_rps:.1f} rps, ratio {ratio:.3f} "
         f"(target >= {TARGET_RATIO:.2f}: {'met' if met else 'NOT met'})"
     )
-    print(
-        json.dumps(
-            {
-                "instrumented_rps": round(instrumented_rps, 1),
-                "bare_rps": round(bare_rps, 1),
-                "ratio": round(ratio, 3),
-                "target": TARGET_RATIO,
-                "target_met": met,
-                "path": args.path,
-                "workers": args.workers,
-                "rounds": args.rounds,
-                "duration_s": args.duration,
-                "instrumented_runs_rps": [run.rps for run in result.runs["instrumented"]],
-                "bare_runs_rps": [run.rps for run in result.runs["bare"]],
-            }
-        )
+    print_result(
+        {
+            "instrumented_rps": round(instrumented_rps, 1),
+            "bare_rps": round(bare_rps, 1),
+            "ratio": round(ratio, 3),
+            "target": TARGET_RATIO,
+            "target_met": met,
+            "path": args.path,
+            "workers": args.workers,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "instrumented_runs_rps": [run.rps for run in result.runs["instrumented"]],
+            "bare_runs_rps": [run.rps for run in result.runs["bare"]],
+        }
     )
     return 0
 
