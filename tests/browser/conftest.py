@@ -5,39 +5,17 @@ machines have no network beyond the package registries.
 """
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.staticfiles.handlers import StaticFilesHandler
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, ViewportSize, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, record_console_errors
 from tests.helpers import require
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESKTOP = ViewportSize(width=1280, height=800)
 PHONE = ViewportSize(width=375, height=740)
-
-# Collects CSP violations with their directive and blocked URL, which the
-# console message alone does not always name (e.g. for inline styles).
-# Playwright injects init scripts over CDP, so the page's CSP does not block it.
-_CSP_LISTENER = """
-document.addEventListener("securitypolicyviolation", (event) => {
-  console.error(
-    `CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}` +
-      ` in ${event.sourceFile || event.documentURI}:${event.lineNumber}`,
-  );
-});
-"""
 
 
 class _StaticFilesToWhiteNoise(StaticFilesHandler):
@@ -92,23 +70,11 @@ def console_errors() -> list[str]:
     return []
 
 
-def _record(errors: list[str], page: Page) -> None:
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(f"console: {message.text} ({message.location.get('url', '')})")
-
-    def on_page_error(error: Error) -> None:
-        errors.append(f"pageerror: {error.message}")
-
-    page.on("console", on_console)
-    page.on("pageerror", on_page_error)
-
-
 def _new_page(browser: Browser, live_server: LiveServer, errors: list[str], viewport: ViewportSize) -> Iterator[Page]:
     context = browser.new_context(base_url=live_server.url, viewport=viewport)
-    context.add_init_script(_CSP_LISTENER)
+    context.add_init_script(CSP_LISTENER)
     page = context.new_page()
-    _record(errors, page)
+    record_console_errors(page, errors)
     yield page
     context.close()
 

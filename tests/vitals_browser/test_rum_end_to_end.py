@@ -10,11 +10,8 @@ the Redis stream that the worker drains into the database.
 
 import io
 import json
-import random
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,20 +27,19 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.http import HttpResponse, HttpResponseBase
 from django.templatetags.static import static
-from playwright.sync_api import ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import Page, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
 from apps.vitals.beacon import rating_for
 from apps.vitals.models import Metric, Rating, Rollup, Site
 from apps.vitals.services import site_create
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, HERO_PNG, record_console_errors
 from tests.helpers import require
 from tests.vitals.helpers import CHROME_DESKTOP, drain
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PAGES = Path(__file__).resolve().parent / "pages"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 COLLECT = "/api/v1/vitals/collect"
 WEB_VITALS = "vendor/web-vitals/web-vitals-6.2.3.attribution.iife.js"
 RUM = "perfhub/rum.js"
@@ -58,13 +54,6 @@ NAMES = {"LCP", "INP", "CLS", "FCP", "TTFB"}
 # After the first beacon, how long another one (there should be none) gets.
 SETTLE_MS = 500
 
-# Logs CSP violations as console errors with what was blocked; Playwright
-# injects init scripts over CDP, so the page's CSP does not block this one.
-CSP_LISTENER = """
-document.addEventListener("securitypolicyviolation", (event) => {
-  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}`);
-});
-"""
 # shop.js inserts its banner 600 ms after it runs, moving the hero: the
 # layout shift. It marks the page once the shift has been painted.
 LOADED_AND_SHIFTED = "() => document.querySelector('.hero').complete && document.documentElement.dataset.shifted"
@@ -78,22 +67,6 @@ INTERACTION_REPORTED = """() => new Promise((resolve) => {
     }
   }).observe({type: "event", buffered: true, durationThreshold: 16});
 })"""
-
-
-def png(width: int, height: int) -> bytes:
-    """A noisy greyscale PNG. Chromium ignores low-entropy images (under
-    0.05 bits per pixel) as LCP candidates, so a flat colour would not do."""
-    noise = random.Random(42)
-    rows = b"".join(b"\x00" + noise.randbytes(width) for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-
-
-HERO_PNG = png(960, 480)
 
 
 class PageServer:
@@ -333,15 +306,7 @@ def browsing(*, user_agent: str | None) -> Iterator[tuple[Page, list[str]]]:
             context.add_init_script(CSP_LISTENER)
             page = context.new_page()
 
-            def on_console(message: ConsoleMessage) -> None:
-                if message.type == "error":
-                    errors.append(f"console: {message.text} ({message.location.get('url', '')})")
-
-            def on_page_error(error: Error) -> None:
-                errors.append(f"pageerror: {error.message}")
-
-            page.on("console", on_console)
-            page.on("pageerror", on_page_error)
+            record_console_errors(page, errors)
             yield page, errors
             context.close()
         finally:

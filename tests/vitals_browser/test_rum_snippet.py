@@ -8,12 +8,9 @@ cross-origin is what makes "no CORS preflight" mean something.
 """
 
 import json
-import random
 import re
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
@@ -26,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright, sync_playwright
 
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, HERO_PNG
 from tests.helpers import require
 
 pytestmark = pytest.mark.browser
@@ -33,8 +31,6 @@ pytestmark = pytest.mark.browser
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 PAGES = Path(__file__).resolve().parent / "pages"
 STATIC = BASE_DIR / "static"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 COLLECT = "/api/v1/vitals/collect"
 # The keepalive quota sendBeacon and fetch(keepalive) share.
 KEEPALIVE_QUOTA = 64 * 1024
@@ -47,14 +43,6 @@ METRIC_ID = re.compile(r"^v6-\d{13}-\d{13}$")
 NUMBER = (int, float)
 ENVELOPE_KEYS = {"v", "pageview", "url", "route", "release", "sample_rate", "connection", "sent_at", "metrics"}
 
-# Logs CSP violations as console errors with what was blocked; Playwright
-# injects init scripts over CDP, so the page's CSP does not block this one.
-CSP_LISTENER = """
-document.addEventListener("securitypolicyviolation", (event) => {
-  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}`);
-});
-"""
-
 
 def pin_first_random(value: float) -> str:
     """An init script making the page's first Math.random() return value:
@@ -64,22 +52,6 @@ def pin_first_random(value: float) -> str:
   const random = Math.random;
   Math.random = () => {{ Math.random = random; return {value!r}; }};
 }})();"""
-
-
-def png(width: int, height: int) -> bytes:
-    """A noisy greyscale PNG. Chromium ignores low-entropy images (under
-    0.05 bits per pixel) as LCP candidates, so a flat colour would not do."""
-    noise = random.Random(42)
-    rows = b"".join(b"\x00" + noise.randbytes(width) for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-
-
-HERO_PNG = png(960, 480)
 
 
 @dataclass(frozen=True)
