@@ -5,11 +5,12 @@ A counter per key and window in the cache: Redis on the production path
 on the embedded default. Written here because the libraries for this
 (django-ratelimit and friends) decorate views with one rule each and need
 two cache round trips per rule; the beacon endpoint checks two limits on
-every request and must stay fast.
+every request and must stay fast: one pipeline counts them all.
 """
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,20 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Limit:
+    scope: str  # e.g. "vitals-ip"
+    identity: str  # who is counted: a client address, a site id
+    per_window: int
+
+
+@dataclass(frozen=True)
 class Verdict:
-    allowed: bool
-    retry_after: int  # seconds until the window resets, when refused
+    refused: Limit | None  # the first limit exceeded, None when allowed
+    retry_after: int  # seconds until the window resets
+
+    @property
+    def allowed(self) -> bool:
+        return self.refused is None
 
 
 def _redis_client() -> Any:
@@ -34,25 +46,32 @@ def _redis_client() -> Any:
     return get_redis_connection("default")
 
 
-def hit(scope: str, identity: str, *, limit: int, window: int) -> Verdict:
-    """Count one request of ``identity`` against ``limit`` per ``window``
-    seconds. Fails open: when the cache is down, requests are allowed (and
-    the failure logged), because losing beacons is worse than a burst."""
+def hit(limits: Sequence[Limit], *, window: int) -> Verdict:
+    """Count one request against every limit (per ``window`` seconds), in
+    one Redis round trip for all of them. Fails open: when the cache is down,
+    requests are allowed (and the failure logged), because losing beacons is
+    worse than a burst."""
     now = time.time()
     window_start = int(now // window) * window
     retry_after = max(1, int(window_start + window - now))
-    key = f"perfhub:rl:{scope}:{identity}:{window_start}"
+    keys = [f"perfhub:rl:{limit.scope}:{limit.identity}:{window_start}" for limit in limits]
     try:
         client = _redis_client()
         if client is not None:
             pipe = client.pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, window + 1, nx=True)
-            count = int(pipe.execute()[0])
+            for key in keys:
+                pipe.incr(key)
+                pipe.expire(key, window + 1, nx=True)
+            counts = [int(count) for count in pipe.execute()[::2]]
         else:
-            cache.add(key, 0, timeout=window + 1)
-            count = cache.incr(key)
+            counts = []
+            for key in keys:
+                cache.add(key, 0, timeout=window + 1)
+                counts.append(cache.incr(key))
     except Exception:
-        logger.warning("rate limit %s not checked: cache unavailable", scope, exc_info=True)
-        return Verdict(True, 0)
-    return Verdict(count <= limit, retry_after)
+        logger.warning("rate limits not checked: cache unavailable", exc_info=True)
+        return Verdict(None, 0)
+    for limit, count in zip(limits, counts, strict=True):
+        if count > limit.per_window:
+            return Verdict(limit, retry_after)
+    return Verdict(None, retry_after)

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import Counter
 
-from apps.core.ratelimit import hit
+from apps.core.ratelimit import Limit, hit
 from apps.vitals.beacon import MAX_BODY_BYTES, BeaconError, decode_body, parse_beacon
 from apps.vitals.models import RouteRule, Site
 from apps.vitals.normalize import country_for_ip, parse_user_agent
@@ -135,15 +135,18 @@ def collect(request: HttpRequest) -> HttpResponse:
         # Refused before reading: an oversized body never reaches memory.
         return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413, origin)
     client_ip = _client_ip(request)
-    for scope, identity, limit in (
-        ("ip", client_ip, settings.VITALS_RATE_LIMIT_PER_IP),
-        ("site", str(site.pk), settings.VITALS_RATE_LIMIT_PER_SITE),
-    ):
-        verdict = hit(f"vitals-{scope}", identity, limit=limit, window=60)
-        if not verdict.allowed:
-            response = _error(f"too many beacons from this {scope}; retry later", 429, origin)
-            response["Retry-After"] = str(verdict.retry_after)
-            return response
+    verdict = hit(
+        [
+            Limit("vitals-ip", client_ip, settings.VITALS_RATE_LIMIT_PER_IP),
+            Limit("vitals-site", str(site.pk), settings.VITALS_RATE_LIMIT_PER_SITE),
+        ],
+        window=60,
+    )
+    if verdict.refused is not None:
+        who = "IP" if verdict.refused.scope == "vitals-ip" else "site"
+        response = _error(f"too many beacons from this {who}; retry later", 429, origin)
+        response["Retry-After"] = str(verdict.retry_after)
+        return response
 
     # Capped read: a chunked body without Content-Length is bounded too.
     body = request.read(MAX_BODY_BYTES + 1)

@@ -258,14 +258,17 @@ def test_a_flood_from_one_ip_gets_429_with_retry_after(client: Client, site: Sit
     assert statuses == [202, 202, 202, 429, 429]
     refused = post(client, site, beacon(lcp(n=9)), REMOTE_ADDR="198.51.100.9")
     assert 1 <= int(refused["Retry-After"]) <= 60
+    assert "too many beacons from this IP" in refused.json()["error"]
     # Another client is not affected.
     assert post(client, site, beacon(lcp(n=10)), REMOTE_ADDR="198.51.100.10").status_code == 202
 
 
 def test_a_site_wide_limit_applies_across_ips(client: Client, site: Site, settings: SettingsWrapper) -> None:
     settings.VITALS_RATE_LIMIT_PER_SITE = 2
-    statuses = [post(client, site, beacon(lcp(n=i)), REMOTE_ADDR=f"198.51.100.{i}").status_code for i in range(3)]
+    responses = [post(client, site, beacon(lcp(n=i)), REMOTE_ADDR=f"198.51.100.{i}") for i in range(3)]
+    statuses = [response.status_code for response in responses]
     assert statuses == [202, 202, 429]
+    assert "too many beacons from this site" in responses[2].json()["error"]
 
 
 def test_bots_are_dropped_and_counted(client: Client, site: Site) -> None:
