@@ -179,6 +179,7 @@ METRIC_TITLES = {
     "TTFB": "Time to First Byte",
 }
 ROUTES_PER_PAGE = 25
+COMPARE_ROUTE_ROWS_PER_PAGE = 50
 # The fragments a dashboard refreshes, by the id of the element htmx swaps.
 OVERVIEW_FRAGMENTS = {"vitals-cards": "cards", "routes": "routes"}
 # Sparklines and the histogram are drawn in these SVG user units; the
@@ -316,7 +317,7 @@ def _route_columns(sort: str, descending: bool) -> list[dict[str, Any]]:
     second click reversing the order."""
     columns = [("route", "Route", False), ("pageviews", "Page views", True)]
     columns += [(name, name, True) for name in METRIC_ORDER]
-    columns += [("worst", "Score of the worst metric", False)]
+    columns += [("worst", "Worst score", True)]
     headers = []
     for key, label, numeric in columns:
         current = key == sort
@@ -520,5 +521,22 @@ def compare(request: StaffRequest, site: str) -> HttpResponse:
         b_label = time_range.label
         context.update({"baseline": baseline, "a_range": before, "b_range": time_range})
     rows = vitals_compare(a_query, b_query, a_label=a_label, b_label=b_label, by_route=query.route is None)
-    context.update({"rows": rows, "a_label": a_label, "b_label": b_label})
+    overall = [row for row in rows if row.route is None]
+    # Per route, the rows both sides have enough samples for; changes
+    # beyond noise first, then the busiest routes.
+    per_route = [
+        row for row in rows if row.route is not None and min(row.a.samples, row.b.samples) >= MIN_ROUTE_SAMPLES
+    ]
+    per_route.sort(key=lambda row: (not row.beyond_noise, -(row.a.samples + row.b.samples), row.route or ""))
+    page = Paginator(per_route, COMPARE_ROUTE_ROWS_PER_PAGE).get_page(request.GET.get("page"))
+    context.update(
+        {
+            "rows": overall + list(page.object_list),
+            "route_rows_page": page,
+            "route_rows_left_out": sum(1 for row in rows if row.route is not None) - len(per_route),
+            "min_route_samples": MIN_ROUTE_SAMPLES,
+            "a_label": a_label,
+            "b_label": b_label,
+        }
+    )
     return render(request, "vitals/compare.html", context)
