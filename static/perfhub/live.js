@@ -24,7 +24,10 @@
   ];
   const ACTIVITY = ["pointermove", "pointerdown", "keydown", "wheel", "scroll", "touchstart", "focusin"];
   const POLL = "perfhub:poll";
+  // ETag per fragment: the target's id and the URL (the overview's two
+  // fragments share one URL, told apart by the HX-Target header).
   const etags = new Map();
+  const etagKey = (target, path) => `${target && target.id} ${path}`;
   let lastInput = Date.now();
   let timer = null;
 
@@ -69,14 +72,14 @@
 
   document.addEventListener("htmx:configRequest", (event) => {
     if (event.detail.triggeringEvent?.type !== POLL) return;
-    const etag = etags.get(event.detail.path);
+    const etag = etags.get(etagKey(event.detail.target, event.detail.path));
     if (etag) event.detail.headers["If-None-Match"] = etag;
   });
 
   document.addEventListener("htmx:afterRequest", (event) => {
     const xhr = event.detail.xhr;
     const etag = xhr && xhr.getResponseHeader("ETag");
-    if (xhr && xhr.status === 200 && etag) etags.set(event.detail.pathInfo.requestPath, etag);
+    if (xhr && xhr.status === 200 && etag) etags.set(etagKey(event.detail.target, event.detail.pathInfo.requestPath), etag);
   });
 
   // 304: the element already shows this answer. (htmx 2 treats every 2xx
