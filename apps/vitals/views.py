@@ -15,6 +15,7 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from apps.core.permissions import StaffRequest, staff_required
 from apps.core.timeranges import TimeRange
@@ -47,6 +48,14 @@ from apps.vitals.selectors import (
 )
 
 SITES_PER_PAGE = 50
+
+
+class DashboardRequest(StaffRequest):
+    """A staff request as django-htmx's middleware leaves it."""
+
+    htmx: HtmxDetails
+
+
 WEB_VITALS_SCRIPT = "vendor/web-vitals/web-vitals-6.2.3.attribution.iife.js"
 RUM_SCRIPT = "perfhub/rum.js"
 
@@ -209,7 +218,7 @@ def overview(request: StaffRequest) -> HttpResponse:
     return redirect(f"{url}?{params.urlencode()}" if params else url)
 
 
-def _query_form(request: StaffRequest) -> DashboardQueryForm:
+def _query_form(request: DashboardRequest) -> DashboardQueryForm:
     """The filter bar bound to the request, with the defaults filled in so
     that the controls show them (the form reads an absent percentile or
     range as the default one: the question is the same)."""
@@ -217,7 +226,9 @@ def _query_form(request: StaffRequest) -> DashboardQueryForm:
     if not data.get("p"):
         data["p"] = str(DashboardQueryForm.base_fields["p"].initial)
     if not data.get("range"):
-        data["range"] = "custom" if data.get("start") and data.get("end") else DashboardQueryForm.base_fields["range"].initial
+        data["range"] = (
+            "custom" if data.get("start") and data.get("end") else DashboardQueryForm.base_fields["range"].initial
+        )
     form = DashboardQueryForm(data)
     # The browser's own date-time picker; DateTimeField reads its ISO format.
     for name in ("start", "end"):
@@ -238,14 +249,14 @@ def _field_errors(*forms: Any) -> list[tuple[str, str, list[str]]]:
     return errors
 
 
-def _bad_query(request: StaffRequest, template: str, context: dict[str, Any], *forms: Any) -> HttpResponse:
+def _bad_query(request: DashboardRequest, template: str, context: dict[str, Any], *forms: Any) -> HttpResponse:
     context = {**context, "errors": _field_errors(context["form"], *forms)}
     if request.htmx:
         return render(request, "vitals/partials/_query_errors.html", context, status=400)
     return render(request, template, context, status=400)
 
 
-def _live(request: StaffRequest, response: HttpResponse) -> HttpResponse:
+def _live(request: DashboardRequest, response: HttpResponse) -> HttpResponse:
     """A refreshed fragment, answered 304 when the poller already has it:
     its ETag is a digest of the rendered bytes, so a fragment whose figures
     did not change is not sent or swapped again."""
@@ -302,7 +313,7 @@ def _dashboard_site(name: str) -> Site:
     return get_object_or_404(Site, name=name)
 
 
-def _route_sort(request: StaffRequest) -> tuple[str, bool]:
+def _route_sort(request: DashboardRequest) -> tuple[str, bool]:
     sort = request.GET.get("sort", "worst")
     if sort not in ROUTE_SORTS:
         sort = "worst"
@@ -336,7 +347,7 @@ def _route_columns(sort: str, descending: bool) -> list[dict[str, Any]]:
     return headers
 
 
-def _routes_context(request: StaffRequest, query: DashboardQuery) -> dict[str, Any]:
+def _routes_context(request: DashboardRequest, query: DashboardQuery) -> dict[str, Any]:
     sort, descending = _route_sort(request)
     search = request.GET.get("q", "")[:200]
     rows = route_table(query, search=search, sort=sort, descending=descending)
@@ -372,7 +383,7 @@ def _base_context(site: Site, form: DashboardQueryForm, query: DashboardQuery | 
 
 @staff_required
 @require_GET
-def dashboard(request: StaffRequest, site: str) -> HttpResponse:
+def dashboard(request: DashboardRequest, site: str) -> HttpResponse:
     """A site's overview (or one route's, with ``?route=``): a card per
     metric, the assessment, the score and the routes table."""
     chosen = _dashboard_site(site)
@@ -386,7 +397,9 @@ def dashboard(request: StaffRequest, site: str) -> HttpResponse:
     if fragment == "cards":
         return _live(request, render(request, "vitals/dashboard.html#cards", {**context, **_cards_context(query)}))
     if fragment == "routes":
-        return _live(request, render(request, "vitals/dashboard.html#routes", {**context, **_routes_context(request, query)}))
+        return _live(
+            request, render(request, "vitals/dashboard.html#routes", {**context, **_routes_context(request, query)})
+        )
     context.update(_cards_context(query))
     if query.route is None:
         context.update(_routes_context(request, query))
@@ -403,7 +416,7 @@ def dashboard(request: StaffRequest, site: str) -> HttpResponse:
 
 @staff_required
 @require_GET
-def metric_detail(request: StaffRequest, site: str, name: str) -> HttpResponse:
+def metric_detail(request: DashboardRequest, site: str, name: str) -> HttpResponse:
     """One metric over time (uPlot, drawn by live.js from a JSON block), its
     histogram and its breakdowns, for the site or one route."""
     if name not in METRIC_ORDER:
@@ -445,7 +458,7 @@ def metric_detail(request: StaffRequest, site: str, name: str) -> HttpResponse:
     return render(request, "vitals/metric.html", context)
 
 
-def _with_param(request: StaffRequest, name: str, value: str) -> str:
+def _with_param(request: DashboardRequest, name: str, value: str) -> str:
     params = request.GET.copy()
     params[name] = value
     return "?" + params.urlencode()
@@ -477,7 +490,7 @@ def _releases_seen(query: DashboardQuery) -> list[str]:
 
 @staff_required
 @require_GET
-def compare(request: StaffRequest, site: str) -> HttpResponse:
+def compare(request: DashboardRequest, site: str) -> HttpResponse:
     """Two releases (same range and filters) or two periods (the chosen
     range against the one before it, or a week earlier), per metric and route."""
     chosen = _dashboard_site(site)
