@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.resilience.breakers import redis_stream
-from apps.vitals.models import DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
+from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions
 from apps.vitals.rollups import MINUTE_HORIZON, WEEK, RollupDelta, block_start
@@ -119,7 +119,11 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
             elif old["value"] != record["value"]:
                 changed.append(record)
                 delta.add(old, -1)
-                delta.add({**old, "value": record["value"], "rating": record["rating"]})
+                # The new report's value and attribution, the first one's
+                # time bucket and dimensions.
+                delta.add(
+                    {**old, "value": record["value"], "rating": record["rating"], "attribution": record["attribution"]}
+                )
         if connection.vendor == "postgresql":
             _write_postgresql([r for r in fresh + changed if tuple(r[k] for k in _ROW_KEY) not in inserted])
         else:
@@ -133,7 +137,17 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
     )
 
 
-_STORED_COLUMNS = ("site_id", "day", "metric_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+_STORED_COLUMNS = (
+    "site_id",
+    "day",
+    "metric_id",
+    "occurred_at",
+    "value",
+    "rating",
+    "weight",
+    "attribution",
+    *Rollup.DIMENSIONS,
+)
 
 
 def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -148,6 +162,8 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
             )
             for values in cursor.fetchall():
                 row = dict(zip(_STORED_COLUMNS, values, strict=True))
+                # Django has psycopg leave jsonb as text; its JSONField decodes it.
+                row["attribution"] = json.loads(row["attribution"]) if row["attribution"] else {}
                 rows[(row["site_id"], row["day"], row["metric_id"])] = row
         return rows
     by_site_day: dict[tuple[int, Any], list[str]] = {}
@@ -232,10 +248,11 @@ def rollups_rebuild(*, site: Site, since: datetime, until: datetime | None = Non
         _lock_sites([site.pk])
         Rollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
         DimensionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
+        AttributionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
         delta = RollupDelta(now=now)
         rows = (
             Metric.objects.filter(site=site, occurred_at__gte=start, occurred_at__lt=end)
-            .values("site_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+            .values("site_id", "occurred_at", "value", "rating", "weight", "attribution", *Rollup.DIMENSIONS)
             .iterator(chunk_size=5000)
         )
         for row in rows:
