@@ -18,4 +18,5 @@ urlpatterns = [
     path("s/<slug:site>/", views.dashboard, name="dashboard"),
     path("s/<slug:site>/metric/<str:name>/", views.metric_detail, name="metric"),
     path("s/<slug:site>/compare/", views.compare, name="compare"),
+    path("s/<slug:site>/attribution/", views.attribution, name="attribution"),
 ]

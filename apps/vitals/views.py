@@ -20,12 +20,14 @@ from django_htmx.middleware import HtmxDetails
 from apps.core.permissions import StaffRequest, staff_required
 from apps.core.timeranges import TimeRange
 from apps.vitals import services
+from apps.vitals.attribution import SPECS
 from apps.vitals.beacon import THRESHOLDS
 from apps.vitals.collect import SITE_CACHE_SECONDS
 from apps.vitals.filters import DIMENSION_LABELS, FILTER_DIMENSIONS, DashboardQuery, DashboardQueryForm
 from apps.vitals.forms import CompareForm, SiteForm
 from apps.vitals.models import Rollup, Site
 from apps.vitals.selectors import (
+    ATTRIBUTION_FILTERS_NOTE,
     COMPARE_METHOD,
     METRIC_ORDER,
     MIN_ROUTE_SAMPLES,
@@ -33,7 +35,9 @@ from apps.vitals.selectors import (
     SCORE_WEIGHTS,
     UNITS,
     HistogramBin,
+    AttributionRow,
     SeriesPoint,
+    attribution_top,
     beacons_last_minute,
     grouped_rollups,
     metric_breakdown,
@@ -553,3 +557,54 @@ def compare(request: DashboardRequest, site: str) -> HttpResponse:
         }
     )
     return render(request, "vitals/compare.html", context)
+
+
+ATTRIBUTION_LIMIT = 10
+
+
+def _attribution_tables(name: str, rows: list[AttributionRow]) -> list[dict[str, Any]]:
+    """One table per kind of culprit, with each row's phases as a stacked
+    bar (their share of the row's summed phase means) and as numbers."""
+    tables: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        table = tables.setdefault(
+            row.kind,
+            {
+                "kind": row.kind,
+                "label": row.kind_label,
+                "phases": [p.label for p in row.phases],
+                "legend": [(i, p.label) for i, p in enumerate(row.phases) if p.phase != "longestScriptDuration"],
+                "rows": [],
+            },
+        )
+        # "Longest script" overlaps processing; it is shown, not stacked.
+        stacked = [p for p in row.phases if p.phase != "longestScriptDuration" and p.mean]
+        total = sum(p.mean or 0.0 for p in stacked)
+        segments, x = [], 0.0
+        for p in stacked:
+            width = (p.mean or 0.0) / total * 100 if total > 0 else 0.0
+            segments.append({"phase": p, "index": [q.phase for q in row.phases].index(p.phase), "x": x, "width": width})
+            x += width
+        table["rows"].append({"row": row, "segments": segments})
+    return list(tables.values())
+
+
+@staff_required
+@require_GET
+def attribution(request: DashboardRequest, site: str) -> HttpResponse:
+    """What to blame, per metric: the culprits attribution names, ranked by
+    impact (page views × excess over "good"), with their phase breakdown."""
+    chosen = _dashboard_site(site)
+    form = _query_form(request)
+    context = {**_base_context(chosen, form, None), "filters_note": ATTRIBUTION_FILTERS_NOTE}
+    if not form.is_valid():
+        return _bad_query(request, "vitals/attribution.html", context)
+    query = form.query(chosen)
+    sections = []
+    for name in METRIC_ORDER:
+        if name not in SPECS:
+            continue
+        rows = attribution_top(query, name=name, limit=ATTRIBUTION_LIMIT)
+        sections.append({"name": name, "title": METRIC_TITLES[name], "tables": _attribution_tables(name, rows)})
+    context.update({"query": query, "sections": sections, "limit": ATTRIBUTION_LIMIT})
+    return render(request, "vitals/attribution.html", context)

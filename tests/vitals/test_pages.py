@@ -30,6 +30,8 @@ from tests.vitals.test_store import record
 
 pytestmark = pytest.mark.django_db
 
+DASHBOARDS = ["/vitals/s/shop/", "/vitals/s/shop/metric/LCP/", "/vitals/s/shop/compare/", "/vitals/s/shop/attribution/"]
+
 # One value per metric and page view, scaled per route so that routes differ.
 BASE = {"LCP": 1000.0, "INP": 80.0, "CLS": 0.02, "FCP": 800.0, "TTFB": 300.0}
 STEP = {"LCP": 100.0, "INP": 10.0, "CLS": 0.005, "FCP": 40.0, "TTFB": 20.0}
@@ -103,23 +105,19 @@ def card(page: bytes, name: str) -> str:
 # --- Access ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "path", ["/vitals/", "/vitals/s/shop/", "/vitals/s/shop/metric/LCP/", "/vitals/s/shop/compare/"]
-)
+@pytest.mark.parametrize("path", ["/vitals/", *DASHBOARDS])
 def test_anonymous_visitors_are_sent_to_log_in(client: Client, shop: Site, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 302
     assert response["Location"].startswith("/login/?next=")
 
 
-@pytest.mark.parametrize(
-    "path", ["/vitals/", "/vitals/s/shop/", "/vitals/s/shop/metric/LCP/", "/vitals/s/shop/compare/"]
-)
+@pytest.mark.parametrize("path", ["/vitals/", *DASHBOARDS])
 def test_signed_in_non_staff_users_get_403(outsider_client: Client, shop: Site, path: str) -> None:
     assert outsider_client.get(path).status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/vitals/s/shop/", "/vitals/s/shop/metric/LCP/", "/vitals/s/shop/compare/"])
+@pytest.mark.parametrize("path", DASHBOARDS)
 def test_staff_read_every_dashboard_with_the_rum_snippet(viewer_client: Client, shop: Site, path: str) -> None:
     response = viewer_client.get(path)
     assert response.status_code == 200
@@ -275,7 +273,7 @@ def test_a_route_page_shows_that_routes_figures(viewer_client: Client, shop: Sit
 def test_bad_questions_are_400_naming_the_fields(
     viewer_client: Client, shop: Site, query: str, fields: list[str]
 ) -> None:
-    for path in (dashboard(shop, query), f"/vitals/s/shop/metric/INP/?{query}", f"/vitals/s/shop/compare/?{query}"):
+    for path in (dashboard(shop, query), *(f"{page}?{query}" for page in DASHBOARDS[1:])):
         response = viewer_client.get(path)
         assert response.status_code == 400, path
         page = response.content.decode()
@@ -397,6 +395,72 @@ def test_compare_defaults_to_the_previous_period(viewer_client: Client, shop: Si
     assert (cells[2], cells[5]) == ("20", "73")
 
 
+# --- Attribution -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def blamed(shop: Site, now: datetime) -> Site:
+    """LCP, INP, CLS and TTFB metrics with attribution on "/products/:id"."""
+    at = now - timedelta(minutes=4)
+    hero = {"target": "main > img.hero", "url": "https://cdn.example.com/hero.jpg", "timeToFirstByte": 400.0}
+    hero |= {"resourceLoadDelay": 300.0, "resourceLoadDuration": 2200.0, "elementRenderDelay": 100.0}
+    logo = {"target": "header > img.logo", "url": "https://cdn.example.com/logo.png", "resourceLoadDelay": 50.0}
+    click = {"interactionTarget": "#add-to-cart", "inputDelay": 20.0, "processingDuration": 300.0}
+    click |= {"presentationDelay": 40.0, "longestScriptURL": "https://shop.example.com/cart.js"}
+    click |= {"longestScriptDuration": 280.0}
+    timing = {"serverTiming": {"db": 12.5, "cache": 0.5, "app": 30.0}}
+    route = {"route": "/products/:id", "at": at}
+    records = [record(shop, 50_000 + n, name="LCP", value=5000.0, attribution=hero, **route) for n in range(3)]
+    records += [record(shop, 50_100 + n, name="LCP", value=2600.0, attribution=logo, **route) for n in range(10)]
+    records += [record(shop, 50_200 + n, name="INP", value=360.0, attribution=click, **route) for n in range(4)]
+    records += [
+        record(
+            shop,
+            50_300,
+            name="CLS",
+            value=0.3,
+            attribution={"largestShiftTarget": "div.ad", "largestShiftValue": 0.3},
+            **route,
+        ),
+        record(shop, 50_400, name="TTFB", value=900.0, attribution=timing, **route),
+    ]
+    metrics_store(records=records, now=now)
+    return shop
+
+
+def test_attribution_ranks_culprits_by_impact_with_their_phases(viewer_client: Client, blamed: Site) -> None:
+    response = viewer_client.get("/vitals/s/shop/attribution/?route=/products/:id")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Attribution for <code>/products/:id</code>" in page
+    lcp_elements = re.search(r'data-metric="LCP" data-kind="element">(.*?)</table>', page, re.S)
+    assert lcp_elements is not None
+    keys = re.findall(r'<th scope="row"><code>([^<]+)</code></th>', lcp_elements.group(1))
+    # Three page views 2500 ms over "good" outweigh ten 100 ms over.
+    assert keys == ["main &gt; img.hero", "header &gt; img.logo"]
+    hero = text(lcp_elements.group(1).encode())
+    assert "7,500 3 3 5,000 ms" in hero
+    assert "400 ms 300 ms 2,200 ms 100 ms" in hero
+    assert 'aria-label="Share of each phase: TTFB 13%, Resource load delay 10%, Resource load duration 73%' in page
+    inp = re.search(r'data-metric="INP" data-kind="target">(.*?)</table>', page, re.S)
+    assert inp is not None and "#add-to-cart" in inp.group(1)
+    assert "20 ms 300 ms 40 ms 280 ms" in text(inp.group(1).encode())
+    script = re.search(r'data-metric="INP" data-kind="script">(.*?)</table>', page, re.S)
+    assert script is not None and "https://shop.example.com/cart.js" in script.group(1)
+    shift = re.search(r'data-metric="CLS" data-kind="shift">(.*?)</table>', page, re.S)
+    assert shift is not None and "div.ad" in shift.group(1) and "0.300" in shift.group(1)
+    server = re.search(r'data-metric="TTFB" data-kind="server">(.*?)</table>', page, re.S)
+    assert server is not None
+    assert "All page views" in server.group(1) and "12 ms 0 ms 30 ms" in text(server.group(1).encode())
+
+
+def test_attribution_elsewhere_and_without_data(viewer_client: Client, blamed: Site) -> None:
+    page = viewer_client.get("/vitals/s/shop/attribution/?route=/rare").content.decode()
+    assert "No LCP attribution for this range and route." in page
+    route_page = viewer_client.get("/vitals/s/shop/?route=/products/:id").content.decode()
+    assert 'href="/vitals/s/shop/attribution/?route=%2Fproducts%2F%3Aid">What slows this route down' in route_page
+
+
 # --- Queries: every page reads rollups only, a fixed number of times ---------------------
 
 
@@ -424,3 +488,6 @@ def test_query_counts(viewer_client: Client, shop: Site, django_assert_num_queri
         assert viewer_client.get("/vitals/s/shop/compare/?mode=releases").status_code == 200
     with django_assert_num_queries(1 + 7):
         assert viewer_client.get("/vitals/s/shop/compare/").status_code == 200
+    # site; attribution of LCP, INP, CLS, FCP and TTFB; the chooser's sites
+    with django_assert_num_queries(1 + 7):
+        assert viewer_client.get("/vitals/s/shop/attribution/").status_code == 200
