@@ -9,10 +9,10 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
@@ -201,6 +201,36 @@ SPARK_WIDTH, SPARK_HEIGHT = 100.0, 30.0
 HISTOGRAM_WIDTH, HISTOGRAM_HEIGHT = 400.0, 120.0
 
 
+# The API's export (apps.vitals.urls) takes the dashboard's own parameters;
+# these are the routes table's, under the API's names.
+EXPORT_PARAM_NAMES = {"q": "search", "dir": "order", "sort": "sort"}
+
+
+def _export_links(
+    request: DashboardRequest, site: Site, *, kind: str, formats: tuple[str, ...], name: str | None = None
+) -> list[tuple[str, str]]:
+    """(format, URL) of the API's export of what the page shows; none while
+    the API has no export endpoint (the link would be a 404)."""
+    try:
+        url = reverse("api-site-export", args=[site.name])
+    except NoReverseMatch:
+        return []
+    params = QueryDict(mutable=True)
+    for key, values in request.GET.lists():
+        if key in DashboardQueryForm.base_fields:
+            params.setlist(key, values)
+        elif kind == "routes" and key in EXPORT_PARAM_NAMES:
+            params.setlist(EXPORT_PARAM_NAMES[key], values)
+    params["kind"] = kind
+    if name:
+        params["name"] = name
+    links = []
+    for fmt in formats:
+        params["format"] = fmt
+        links.append((fmt.upper(), f"{url}?{params.urlencode()}"))
+    return links
+
+
 def _default_site() -> Site | None:
     """The first site (by name) that has rollups, else the built-in one."""
     with_data = Site.objects.filter(Exists(Rollup.objects.filter(site=OuterRef("pk")))).order_by("name").first()
@@ -363,6 +393,7 @@ def _routes_context(request: DashboardRequest, query: DashboardQuery) -> dict[st
         "sort": sort,
         "descending": descending,
         "min_route_samples": MIN_ROUTE_SAMPLES,
+        "routes_export": _export_links(request, query.site, kind="routes", formats=("csv", "json")),
     }
 
 
@@ -457,6 +488,8 @@ def metric_detail(request: DashboardRequest, site: str, name: str) -> HttpRespon
             "breakdowns": breakdowns,
             "good": THRESHOLDS[name][0],
             "poor": THRESHOLDS[name][1],
+            "series_export": _export_links(request, chosen, kind="series", name=name, formats=("csv", "json")),
+            "raw_export": _export_links(request, chosen, kind="raw", name=name, formats=("csv", "ndjson")),
         }
     )
     return render(request, "vitals/metric.html", context)

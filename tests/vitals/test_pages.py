@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.http import QueryDict
 from django.test import Client
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from pytest_django.fixtures import DjangoAssertNumQueries
 
@@ -289,6 +290,24 @@ def test_bad_compare_choices_are_400(viewer_client: Client, shop: Site) -> None:
     response = viewer_client.get("/vitals/s/shop/compare/?mode=sideways")
     assert response.status_code == 400
     assert "(<code>mode</code>)" in response.content.decode()
+
+
+def test_export_links_follow_the_question_once_the_api_has_them(viewer_client: Client, shop: Site) -> None:
+    try:
+        export = reverse("api-site-export", args=["shop"])
+    except NoReverseMatch:
+        export = None
+    page = viewer_client.get(dashboard(shop, "p=90&device_class=mobile&q=prod&sort=LCP&dir=asc")).content.decode()
+    metric = viewer_client.get("/vitals/s/shop/metric/INP/?range=7d").content.decode()
+    if export is None:
+        # The API's export is not in this build: no link to a 404.
+        assert "Export this" not in page and "Export this" not in metric
+        return
+    routes = f"{export}?p=90&amp;device_class=mobile&amp;search=prod&amp;sort=LCP&amp;order=asc&amp;kind=routes"
+    assert f'href="{routes}&amp;format=csv" download>CSV</a>' in page
+    assert f'href="{routes}&amp;format=json" download>JSON</a>' in page
+    assert f'href="{export}?range=7d&amp;kind=series&amp;name=INP&amp;format=csv"' in metric
+    assert f'href="{export}?range=7d&amp;kind=raw&amp;name=INP&amp;format=ndjson"' in metric
 
 
 # --- Live fragments -----------------------------------------------------------------

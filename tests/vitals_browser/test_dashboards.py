@@ -1,6 +1,6 @@
 """The Web Vitals dashboards in headless Chromium, under the strict CSP:
 log in, open the overview, change the percentile, the range and a filter,
-sort the routes, open a route and a metric's chart, and watch beacons posted
+sort the routes, open a route, its attribution and a metric's chart, and watch beacons posted
 meanwhile appear without a reload, the unchanged polls answered 304 and not
 swapped.
 
@@ -27,13 +27,14 @@ from pytest_django.live_server_helper import LiveServer
 
 from apps.vitals.filters import dashboard_query_parse
 from apps.vitals.models import Site
-from apps.vitals.selectors import beacons_last_minute, route_table, vitals_summary
+from apps.vitals.selectors import attribution_top, beacons_last_minute, route_table, vitals_summary
 from apps.vitals.services import metrics_store, site_create
 from apps.vitals.templatetags.vitals_format import vital_number
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, record_console_errors
 from tests.helpers import PASSWORD, require
 from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, metric_id
 from tests.vitals.test_pages import pageviews
+from tests.vitals.test_store import record
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +73,12 @@ def acme() -> Site:
     site = site_create(name="acme", allowed_origins=["*"])
     now = timezone.now()
     recent = now - timedelta(minutes=5)
+    hero = {"target": "main > img.hero", "url": "https://cdn.example.com/hero.jpg", "resourceLoadDuration": 2200.0}
+    logo = {"target": "header > img.logo", "url": "https://cdn.example.com/logo.png", "resourceLoadDuration": 90.0}
+    on_products = {"route": "/products/:id", "at": recent}
     batch = [
+        *(record(site, 9000 + n, name="LCP", value=5200.0, attribution=hero, **on_products) for n in range(4)),
+        *(record(site, 9100 + n, name="LCP", value=2700.0, attribution=logo, **on_products) for n in range(12)),
         *pageviews(site, route="/", views=30, at=recent, first=0, device_class="desktop"),
         *pageviews(site, route="/products/:id", views=40, at=recent, first=1000, factor=2.5, device_class="mobile"),
         *pageviews(site, route="/cart", views=25, at=recent, first=2000, factor=1.5, device_class="mobile"),
@@ -184,6 +190,19 @@ def test_dashboards_follow_the_question_and_refresh_live(
                 table.get_by_role("link", name="/products/:id").click()
             expect(page.get_by_role("heading", level=1)).to_have_text("Route /products/:id")
             assert_cards_match(page, acme)
+
+            # The route's attribution: the culprits ranked by impact.
+            with page.expect_navigation():
+                page.get_by_role("link", name="What slows this route down (attribution)").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Attribution for /products/:id")
+            query = dashboard_query_parse(QueryDict(urlsplit(page.url).query), site=acme)
+            elements = [r for r in attribution_top(query, name="LCP") if r.kind == "element"]
+            assert [r.key for r in elements] == ["main > img.hero", "header > img.logo"]
+            table = page.locator('table[data-metric="LCP"][data-kind="element"]')
+            expect(table.locator("tbody th[scope=row]")).to_have_text([r.key for r in elements])
+            first_row = table.locator("tbody tr").first
+            expect(first_row.locator("td").nth(0)).to_have_text(vital_number(elements[0].impact, "LCP"))
+            expect(first_row.locator("td").nth(1)).to_have_text(f"{elements[0].weight:,.0f}")
 
             # A metric's chart, drawn by live.js with uPlot under the CSP.
             with page.expect_navigation():
