@@ -270,10 +270,10 @@ def _query_form(request: DashboardRequest) -> DashboardQueryForm:
     return form
 
 
-def _field_errors(*forms: Any) -> list[tuple[str, str, list[str]]]:
+def _field_errors(*bound_forms: Any) -> list[tuple[str, str, list[str]]]:
     """(parameter, label, messages) per invalid field, for the 400 page."""
     errors = []
-    for form in forms:
+    for form in bound_forms:
         if not form.is_bound or form.is_valid():
             continue
         for name, messages_ in form.errors.items():
@@ -283,8 +283,8 @@ def _field_errors(*forms: Any) -> list[tuple[str, str, list[str]]]:
     return errors
 
 
-def _bad_query(request: DashboardRequest, template: str, context: dict[str, Any], *forms: Any) -> HttpResponse:
-    context = {**context, "errors": _field_errors(context["form"], *forms)}
+def _bad_query(request: DashboardRequest, template: str, context: dict[str, Any], *others: Any) -> HttpResponse:
+    context = {**context, "errors": _field_errors(context["form"], *others)}
     if request.htmx:
         return render(request, "vitals/partials/_query_errors.html", context, status=400)
     return render(request, template, context, status=400)
@@ -446,7 +446,10 @@ def dashboard(request: DashboardRequest, site: str) -> HttpResponse:
             ],
         }
     )
-    return render(request, "vitals/dashboard.html", context)
+    response = render(request, "vitals/dashboard.html", context)
+    # The same URL answers the page and, to htmx, its fragments.
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])
+    return response
 
 
 @staff_required
