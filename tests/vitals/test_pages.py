@@ -428,10 +428,18 @@ def blamed(shop: Site, now: datetime) -> Site:
     click |= {"presentationDelay": 40.0, "longestScriptURL": "https://shop.example.com/cart.js"}
     click |= {"longestScriptDuration": 280.0}
     timing = {"serverTiming": {"db": 12.5, "cache": 0.5, "app": 30.0}}
-    route = {"route": "/products/:id", "at": at}
-    records = [record(shop, 50_000 + n, name="LCP", value=5000.0, attribution=hero, **route) for n in range(3)]
-    records += [record(shop, 50_100 + n, name="LCP", value=2600.0, attribution=logo, **route) for n in range(10)]
-    records += [record(shop, 50_200 + n, name="INP", value=360.0, attribution=click, **route) for n in range(4)]
+    records = [
+        record(shop, 50_000 + n, name="LCP", value=5000.0, attribution=hero, route="/products/:id", at=at)
+        for n in range(3)
+    ]
+    records += [
+        record(shop, 50_100 + n, name="LCP", value=2600.0, attribution=logo, route="/products/:id", at=at)
+        for n in range(10)
+    ]
+    records += [
+        record(shop, 50_200 + n, name="INP", value=360.0, attribution=click, route="/products/:id", at=at)
+        for n in range(4)
+    ]
     records += [
         record(
             shop,
@@ -439,9 +447,10 @@ def blamed(shop: Site, now: datetime) -> Site:
             name="CLS",
             value=0.3,
             attribution={"largestShiftTarget": "div.ad", "largestShiftValue": 0.3},
-            **route,
+            route="/products/:id",
+            at=at,
         ),
-        record(shop, 50_400, name="TTFB", value=900.0, attribution=timing, **route),
+        record(shop, 50_400, name="TTFB", value=900.0, attribution=timing, route="/products/:id", at=at),
     ]
     metrics_store(records=records, now=now)
     return shop

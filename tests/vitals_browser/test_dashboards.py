@@ -75,10 +75,15 @@ def acme() -> Site:
     recent = now - timedelta(minutes=5)
     hero = {"target": "main > img.hero", "url": "https://cdn.example.com/hero.jpg", "resourceLoadDuration": 2200.0}
     logo = {"target": "header > img.logo", "url": "https://cdn.example.com/logo.png", "resourceLoadDuration": 90.0}
-    on_products = {"route": "/products/:id", "at": recent}
     batch = [
-        *(record(site, 9000 + n, name="LCP", value=5200.0, attribution=hero, **on_products) for n in range(4)),
-        *(record(site, 9100 + n, name="LCP", value=2700.0, attribution=logo, **on_products) for n in range(12)),
+        *(
+            record(site, 9000 + n, name="LCP", value=5200.0, attribution=hero, route="/products/:id", at=recent)
+            for n in range(4)
+        ),
+        *(
+            record(site, 9100 + n, name="LCP", value=2700.0, attribution=logo, route="/products/:id", at=recent)
+            for n in range(12)
+        ),
         *pageviews(site, route="/", views=30, at=recent, first=0, device_class="desktop"),
         *pageviews(site, route="/products/:id", views=40, at=recent, first=1000, factor=2.5, device_class="mobile"),
         *pageviews(site, route="/cart", views=25, at=recent, first=2000, factor=1.5, device_class="mobile"),
