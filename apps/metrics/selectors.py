@@ -1,0 +1,36 @@
+"""Reads for the ops page and its API."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from apps.metrics.ops import OpsOverview, ops_overview_read
+from apps.metrics.query_insight import ViewInsight, query_insight_views
+
+
+def ops_overview() -> OpsOverview:
+    return ops_overview_read()
+
+
+@dataclass(frozen=True)
+class QueryInsightReport:
+    sample_rate: float
+    nplusone_threshold: int
+    views: list[ViewInsight]
+    error: str | None = None
+
+
+def query_insight_report() -> QueryInsightReport:
+    error = None
+    try:
+        views = query_insight_views()
+    except (RedisError, ConnectionInterrupted) as exc:
+        views, error = [], f"Query insight could not be read from the cache: {exc}"
+    return QueryInsightReport(
+        sample_rate=settings.QUERY_SAMPLE_RATE,
+        nplusone_threshold=settings.NPLUSONE_THRESHOLD,
+        views=views,
+        error=error,
+    )
