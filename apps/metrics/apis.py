@@ -24,7 +24,7 @@ class ViewRowSerializer(serializers.Serializer):
 
 
 class OpsOverviewSerializer(serializers.Serializer):
-    source = serializers.ChoiceField(choices=["local", "prometheus"])
+    source = serializers.ChoiceField(choices=["local", "prometheus"])  # type: ignore[assignment]
     source_label = serializers.CharField()
     window_seconds = serializers.FloatField(allow_null=True)
     rows = ViewRowSerializer(many=True)

@@ -62,4 +62,3 @@ def request_observe(request: HttpRequest, ledger: RequestLedger, queries: QueryS
     VIEW_CACHE_SECONDS.labels(view).observe(ledger.cache_seconds)
     if queries is not None:
         query_sample_record(view=view, sample=queries)
-

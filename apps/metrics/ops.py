@@ -12,6 +12,7 @@
    survives restarts and for all replicas at once.
 """
 
+import contextlib
 import math
 import os
 import socket
@@ -250,10 +251,9 @@ def _baseline_and_store(current: dict[str, Any]) -> dict[str, Any] | None:
     baseline = next((r for r in readings if now - r["t"] >= MIN_WINDOW_SECONDS), None)
     if not readings or now - readings[-1]["t"] >= READING_GAP_SECONDS:
         readings.append(current)
-        try:
+        # Without the cache the page still shows counts, only no rates.
+        with contextlib.suppress(*_CACHE_ERRORS):
             cache.set(_readings_key(), readings, 3 * WINDOW_SECONDS)
-        except _CACHE_ERRORS:
-            pass
     return baseline
 
 

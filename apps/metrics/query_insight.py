@@ -303,4 +303,3 @@ def _store() -> "_RedisStore | _LocalStore":
     if isinstance(backend, RedisCache):
         return _RedisStore(backend)
     return _LocalStore()
-

@@ -1,6 +1,7 @@
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -13,6 +14,10 @@ from apps.metrics.selectors import ops_overview, query_insight_report
 
 # How often the ops panels refresh while the page is visible.
 OPS_POLL_SECONDS = 5
+
+
+class HtmxStaffRequest(StaffRequest):
+    htmx: HtmxDetails
 
 
 class PrometheusMetricsView(APIView):
@@ -34,7 +39,7 @@ class PrometheusMetricsView(APIView):
 
 @staff_required
 @require_GET
-def ops(request: StaffRequest) -> HttpResponse:
+def ops(request: HtmxStaffRequest) -> HttpResponse:
     context = {
         "overview": ops_overview(),
         "insight": query_insight_report(),
