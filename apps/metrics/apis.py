@@ -1,5 +1,3 @@
-from dataclasses import asdict
-
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -7,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.permissions import IsStaffOrReadToken
-from apps.metrics.selectors import ops_overview, query_insight_report
+from apps.metrics.selectors import ops_panels
 
 
 class ViewRowSerializer(serializers.Serializer):
@@ -69,11 +67,6 @@ class OpsOverviewApi(APIView):
 
     @extend_schema(summary="Ops overview", responses={200: OpsResponseSerializer})
     def get(self, request: Request) -> Response:
-        insight = query_insight_report()
-        data = {
-            "overview": ops_overview(),
-            "query_insight": {**asdict(insight), "views": insight.views},
-        }
-        response = Response(OpsResponseSerializer(data).data)
+        response = Response(OpsResponseSerializer(ops_panels()).data)
         response["Cache-Control"] = "no-store"
         return response

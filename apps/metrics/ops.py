@@ -223,14 +223,23 @@ def _pid_alive(pid: int) -> bool:
 
 
 def worker_pids() -> list[int]:
-    """Web worker processes on this host: each one writes live-gauge files
-    named after its pid, which gunicorn removes when the worker exits; a
-    worker killed without gunicorn's knowledge is filtered out by pid."""
+    """Web worker processes on this host. Each one writes a live-gauge file
+    named after its pid holding perfhub_web_worker_processes = 1; gunicorn
+    removes it when the worker exits (child_exit). Files of other processes
+    sharing the directory (no such gauge) and of pids that are gone (a
+    master killed before it could clean up) are not counted."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return [os.getpid()]
-    pids = {int(path.stem.rsplit("_", 1)[1]) for path in Path(directory).glob("gauge_livesum_*.db")}
-    return sorted(pid for pid in pids if _pid_alive(pid))
+    pids = []
+    for path in Path(directory).glob("gauge_livesum_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if not _pid_alive(pid):
+            continue
+        samples = (sample for metric in MultiProcessCollector.merge([str(path)]) for sample in metric.samples)
+        if any(sample.name == WORKERS and sample.value for sample in samples):
+            pids.append(pid)
+    return sorted(pids)
 
 
 def _readings_key() -> str:

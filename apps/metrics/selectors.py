@@ -10,10 +10,6 @@ from apps.metrics.ops import OpsOverview, ops_overview_read
 from apps.metrics.query_insight import ViewInsight, query_insight_views
 
 
-def ops_overview() -> OpsOverview:
-    return ops_overview_read()
-
-
 @dataclass(frozen=True)
 class QueryInsightReport:
     sample_rate: float
@@ -34,3 +30,14 @@ def query_insight_report() -> QueryInsightReport:
         views=views,
         error=error,
     )
+
+
+@dataclass(frozen=True)
+class OpsPanels:
+    overview: OpsOverview
+    query_insight: QueryInsightReport
+
+
+def ops_panels() -> OpsPanels:
+    """Everything the ops page and its API show."""
+    return OpsPanels(overview=ops_overview_read(), query_insight=query_insight_report())

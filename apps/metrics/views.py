@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from apps.core.permissions import StaffRequest, staff_required
 from apps.metrics.ops import LATENCY_BUCKET_BOUNDS_MS, PROMETHEUS_RANGE_SECONDS
-from apps.metrics.selectors import ops_overview, query_insight_report
+from apps.metrics.selectors import ops_panels
 
 # How often the ops panels refresh while the page is visible.
 OPS_POLL_SECONDS = 5
@@ -40,9 +40,10 @@ class PrometheusMetricsView(APIView):
 @staff_required
 @require_GET
 def ops(request: HtmxStaffRequest) -> HttpResponse:
+    panels = ops_panels()
     context = {
-        "overview": ops_overview(),
-        "insight": query_insight_report(),
+        "overview": panels.overview,
+        "insight": panels.query_insight,
         "poll_seconds": OPS_POLL_SECONDS,
         "bucket_bounds_ms": LATENCY_BUCKET_BOUNDS_MS,
         "prometheus_range_minutes": PROMETHEUS_RANGE_SECONDS // 60,

@@ -9,6 +9,7 @@ from pytest_django import DjangoAssertNumQueries
 from pytest_django.fixtures import Settings
 
 from apps.metrics.ops import OpsOverview, ViewRow, histogram_quantile
+from apps.metrics.selectors import ops_panels
 from tests.helpers import free_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.metrics.urls")]
@@ -147,3 +148,25 @@ def test_histogram_quantile_interpolates_as_promql(q: float, expected: float) ->
 
 def test_histogram_quantile_of_nothing_is_none() -> None:
     assert histogram_quantile(0.5, [(0.01, 0.0), (float("inf"), 0.0)]) is None
+
+
+def test_redis_down_leaves_panels_and_sampled_requests_working(settings: Settings) -> None:
+    # A real Redis client pointed at a port where nothing listens.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "apps.metrics.cache_backends.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    settings.QUERY_SAMPLE_RATE = 1.0
+
+    assert Client().get("/test/duplicates/").status_code == 200
+
+    panels = ops_panels()
+    assert panels.overview.error is None
+    assert panels.overview.window_seconds is None  # no readings to compare with
+    assert "test-duplicates" in {row.view for row in panels.overview.rows}
+    assert panels.query_insight.views == []
+    assert panels.query_insight.error is not None
+    assert panels.query_insight.error.startswith("Query insight could not be read from the cache")
