@@ -2,13 +2,17 @@
 and N+1 shapes flagged, in storage every worker sees."""
 
 import subprocess
+import time
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.cache import caches
 from django.test import Client
+from django_redis.cache import RedisCache
 from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings
 
+from apps.metrics import query_insight
 from apps.metrics.query_insight import query_insight_views
 from tests.helpers import BASE_DIR, PYTHON, subprocess_env
 
@@ -126,3 +130,23 @@ def test_bad_settings_stop_start_up(name: str, value: str, message: str) -> None
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_least_recently_seen_views_are_dropped_past_the_bound(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.QUERY_SAMPLE_RATE = 1.0
+    monkeypatch.setattr(query_insight, "MAX_VIEWS", 2)
+    client = Client()
+    for path in ("/test/nplusone/", "/test/duplicates/", "/test/failing/", "/test/duplicates/"):
+        client.get(path)
+        time.sleep(0.01)  # distinct last-seen times
+
+    assert [row.view for row in query_insight_views()] == ["test-duplicates", "test-failing"]
+    assert _insight("test-duplicates")["sampled"] == 2
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        # The dropped view's hash goes with it; the kept ones expire on their own.
+        redis = backend.client.get_client()
+        assert not redis.exists(backend.make_key("metrics:query_insight:view:test-nplusone"))
+        assert redis.ttl(backend.make_key("metrics:query_insight:view:test-failing")) > 0
