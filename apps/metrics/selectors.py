@@ -17,6 +17,10 @@ class QueryInsightReport:
     views: list[ViewInsight]
     error: str | None = None
 
+    @property
+    def sample_percent(self) -> str:
+        return f"{self.sample_rate * 100:g}%"
+
 
 def query_insight_report() -> QueryInsightReport:
     error = None

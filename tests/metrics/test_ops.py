@@ -49,6 +49,7 @@ def test_viewer_sees_the_page_and_its_live_fragment(viewer_client: Client) -> No
     body = fragment.content.decode()
     assert "Requests per view" in body
     assert "Query insight" in body
+    assert "Off: set <code>PERFHUB_QUERY_SAMPLE_RATE</code>" in body
     assert "<html" not in body
 
 

@@ -101,6 +101,7 @@ def test_ops_page_shows_each_view_with_its_example(settings: Settings, viewer_cl
 
     assert response.status_code == 200
     html = response.content.decode()
+    assert "Sampling 100% of requests" in html
     assert "<code>test-nplusone</code>" in html
     assert "1 N+1" in html
     # The viewer is an eighth user.
