@@ -1,6 +1,7 @@
 """The ops overview read from this process's registry (no multiprocess
 directory): who may see it, what it counts, and its API."""
 
+import re
 import time
 
 import pytest
@@ -43,6 +44,9 @@ def test_viewer_sees_the_page_and_its_live_fragment(viewer_client: Client) -> No
     assert 'hx-trigger="every 5s, perfhub-visible"' in html
     assert "data-poll-while-visible" in html
     assert "perfhub/ops." in html  # the script that pauses polling while hidden
+    # Strict CSP: every script is a file, no inline styles.
+    assert all("src=" in attrs for attrs in re.findall(r"<script([^>]*)>", html))
+    assert "style=" not in html.replace("stylesheet", "")
 
     fragment = viewer_client.get("/ops/", headers={"HX-Request": "true"})
     assert fragment.status_code == 200
