@@ -14,10 +14,9 @@ child_exit calls mark_process_dead).
 from django.http import HttpRequest
 from prometheus_client import Gauge, Histogram
 
+from apps.metrics.ops import UNNAMED_VIEW
 from apps.metrics.query_insight import QuerySample, query_sample_record
 from apps.metrics.timing import RequestLedger
-
-UNNAMED_VIEW = "<unnamed view>"
 
 # Finer than django-prometheus' latency buckets at the low end: most views
 # spend a few milliseconds in the database and well under one in the cache.

@@ -30,7 +30,6 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
-from apps.metrics.instruments import UNNAMED_VIEW
 from apps.metrics.prometheus_api import PrometheusQueryError, prometheus_host, prometheus_query
 
 LATENCY = "django_http_requests_latency_seconds_by_view_method"
@@ -39,6 +38,9 @@ DB_SECONDS = "perfhub_view_db_seconds"
 CACHE_SECONDS = "perfhub_view_cache_seconds"
 IN_FLIGHT = "perfhub_http_requests_in_flight"
 WORKERS = "perfhub_web_worker_processes"
+
+# django-prometheus' view label for requests that no URL pattern matched.
+UNNAMED_VIEW = "<unnamed view>"
 
 WINDOW_SECONDS = 60
 READING_GAP_SECONDS = 10
@@ -189,8 +191,10 @@ def _delta(current: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str
     # the multiprocess directory): as Prometheus does, count from zero.
     if baseline is None or current["responses"] < baseline["responses"]:
         return current
-    delta = {key: current[key] - baseline[key] for key in current if key != "buckets"}
-    delta["buckets"] = {le: count - baseline["buckets"].get(le, 0.0) for le, count in current["buckets"].items()}
+    # .get: a reading cached by the previous release may lack a field.
+    delta = {key: current[key] - baseline.get(key, 0.0) for key in current if key != "buckets"}
+    before = baseline.get("buckets", {})
+    delta["buckets"] = {le: count - before.get(le, 0.0) for le, count in current["buckets"].items()}
     return delta
 
 
@@ -243,7 +247,8 @@ def worker_pids() -> list[int]:
 
 
 def _readings_key() -> str:
-    return f"metrics:ops:readings:{socket.gethostname()}"
+    # The version changes with the reading's shape, so a new release ignores old readings.
+    return f"metrics:ops:readings:v1:{socket.gethostname()}"
 
 
 def _baseline_and_store(current: dict[str, Any]) -> dict[str, Any] | None:
