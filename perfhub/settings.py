@@ -182,10 +182,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 # The instrumented backends add Prometheus counters and Server-Timing.
-_redis_backend = "apps.metrics.cache_backends.RedisCache" if INSTRUMENT else "django_redis.cache.RedisCache"
 # Behind the redis-cache circuit breaker: while Redis fails the cache is
 # bypassed (reads miss, writes are dropped) instead of failing requests.
-_redis_backend = "apps.resilience.cache.ResilientRedisCache" if INSTRUMENT else "apps.resilience.cache.PlainResilientRedisCache"
+_redis_backend = (
+    "apps.resilience.cache.ResilientRedisCache" if INSTRUMENT else "apps.resilience.cache.PlainResilientRedisCache"
+)
 _locmem_backend = (
     "apps.metrics.cache_backends.LocMemCache" if INSTRUMENT else "django.core.cache.backends.locmem.LocMemCache"
 )

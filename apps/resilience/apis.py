@@ -19,7 +19,9 @@ from apps.resilience.serializers import (
 )
 from apps.resilience.services import UnknownBreakers, breakers_reset
 
-_ERROR = inline_serializer("ResilienceError", fields={"error": serializers.CharField(), "field": serializers.CharField()})
+_ERROR = inline_serializer(
+    "ResilienceError", fields={"error": serializers.CharField(), "field": serializers.CharField()}
+)
 
 
 class HealthView(APIView):
@@ -49,7 +51,8 @@ class HealthView(APIView):
     def get(self, request: Request) -> Response:
         report = health_report()
         response = Response(
-            HealthSerializer(report).data, status=status.HTTP_200_OK if report.healthy else status.HTTP_503_SERVICE_UNAVAILABLE
+            HealthSerializer(report).data,
+            status=status.HTTP_200_OK if report.healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
         )
         response["Cache-Control"] = "no-store"
         return response

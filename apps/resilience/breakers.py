@@ -289,7 +289,7 @@ class SharedStore:
             return getattr(self.local, method)(*args)
 
     def read(self, name: str) -> StateRecord:
-        return self._do("read", name)  # type: ignore[no-any-return]
+        return self._do("read", name)
 
     def transition(
         self, name: str, expected: str | None, new: str, reason: str, now: float, clear: list[int]
@@ -299,16 +299,16 @@ class SharedStore:
         previous = self._do("transition", name, expected, new, reason, now, clear)
         if previous is not None and self.using_redis:
             self.local.transition(name, None, new, reason, now, clear)
-        return previous  # type: ignore[no-any-return]
+        return previous
 
     def record(self, name: str, bucket: int, counts: WindowCounts, ttl: int) -> None:
         self._do("record", name, bucket, counts, ttl)
 
     def window(self, name: str, buckets: list[int]) -> WindowCounts:
-        return self._do("window", name, buckets)  # type: ignore[no-any-return]
+        return self._do("window", name, buckets)
 
     def trial(self, name: str, field_name: str) -> int:
-        return self._do("trial", name, field_name)  # type: ignore[no-any-return]
+        return self._do("trial", name, field_name)
 
     def forget_local(self) -> None:
         self.local = LocalStore()
@@ -542,9 +542,7 @@ class Breaker:
                 elif slow:
                     self._transition(HALF_OPEN, OPEN, f"trial call took {seconds:.2f}s")
                 elif self._trial("successes") >= self.config.half_open_trials:
-                    self._transition(
-                        HALF_OPEN, CLOSED, f"{self.config.half_open_trials} trial call(s) succeeded"
-                    )
+                    self._transition(HALF_OPEN, CLOSED, f"{self.config.half_open_trials} trial call(s) succeeded")
                 return
             self._count(failed=failed, slow=slow)
             if failed or slow:

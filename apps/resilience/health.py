@@ -123,7 +123,7 @@ def readiness_checks() -> list[CheckResult]:
 _retry_reads = retry(
     retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError, ConnectionInterrupted)),
     stop=stop_after_attempt(3),
-    wait=wait_exponential_jitter(initial=0.05, max=0.4, jitter=0.05),
+    wait=wait_exponential_jitter(multiplier=0.05, max=0.4, jitter=0.05),
     reraise=True,
 )
 
@@ -201,7 +201,7 @@ def _backup() -> "str | Verdict":
     # The backups app provides this selector once it exists; until then the
     # check is skipped, which does not make PerfHub unhealthy.
     try:
-        from apps.backups.selectors import last_successful_backup_at  # type: ignore[import-not-found]
+        from apps.backups.selectors import last_successful_backup_at
     except ImportError:
         return Verdict(SKIPPED, "not configured: no backups app yet")
     finished = last_successful_backup_at()
@@ -209,7 +209,9 @@ def _backup() -> "str | Verdict":
         return Verdict(DEGRADED, "no successful backup yet")
     hours = (time.time() - finished.timestamp()) / 3600
     if hours > settings.HEALTH_BACKUP_MAX_AGE_HOURS:
-        return Verdict(DEGRADED, f"last successful backup {hours:.0f} h ago (limit {settings.HEALTH_BACKUP_MAX_AGE_HOURS} h)")
+        return Verdict(
+            DEGRADED, f"last successful backup {hours:.0f} h ago (limit {settings.HEALTH_BACKUP_MAX_AGE_HOURS} h)"
+        )
     return f"last successful backup {hours:.1f} h ago"
 
 
@@ -259,7 +261,9 @@ class HealthReport:
         return self.status != DOWN
 
 
-def health_report(*, timeout: float | None = None, checks: dict[str, Callable[[], "str | Verdict"]] | None = None) -> HealthReport:
+def health_report(
+    *, timeout: float | None = None, checks: dict[str, Callable[[], "str | Verdict"]] | None = None
+) -> HealthReport:
     """Run the checks concurrently; one that does not finish within
     ``timeout`` seconds is reported down without holding the answer."""
     timeout = settings.HEALTH_CHECK_TIMEOUT if timeout is None else timeout
@@ -271,9 +275,7 @@ def health_report(*, timeout: float | None = None, checks: dict[str, Callable[[]
         if future.done():
             results.append(future.result())
         else:
-            results.append(
-                CheckResult(name, False, round(timeout * 1000, 2), f"timed out after {timeout:g}s", DOWN)
-            )
+            results.append(CheckResult(name, False, round(timeout * 1000, 2), f"timed out after {timeout:g}s", DOWN))
     for result in results:
         HEALTH_STATUS.labels(check=result.name).set(STATUS_VALUES[result.status])
         HEALTH_LATENCY.labels(check=result.name).set(result.latency_ms / 1000)

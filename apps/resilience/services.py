@@ -1,4 +1,4 @@
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 
 from apps.resilience.breakers import Breaker, all_breakers
 from apps.resilience.models import BreakerReset
@@ -10,9 +10,7 @@ class UnknownBreakers(ValueError):
         super().__init__(f"unknown breaker(s): {', '.join(names)}")
 
 
-def breakers_reset(
-    *, user: AbstractBaseUser | AnonymousUser, names: list[str] | None, via: str
-) -> list[Breaker]:
+def breakers_reset(*, user: User | AnonymousUser, names: list[str] | None, via: str) -> list[Breaker]:
     """Close the named breakers (all when ``names`` is None or empty) and
     record who did it. Raises UnknownBreakers naming every unknown name,
     before resetting any."""

@@ -23,15 +23,11 @@ class Command(BaseCommand):
             rows = [(c.name, c.status, f"{c.latency_ms:.1f} ms", c.message) for c in report.checks]
             widths = [max(len(row[i]) for row in [("check", "status", "latency", "message"), *rows]) for i in range(3)]
             for name, status, latency, message in [("check", "status", "latency", "message"), *rows]:
-                self.stdout.write(
-                    f"{name:<{widths[0]}}  {status:<{widths[1]}}  {latency:>{widths[2]}}  {message}"
-                )
+                self.stdout.write(f"{name:<{widths[0]}}  {status:<{widths[1]}}  {latency:>{widths[2]}}  {message}")
             self.stdout.write(f"\noverall: {report.status}")
         if not report.healthy:
             # SystemExit rather than CommandError: the report is already printed.
             raise SystemExit(1)
-
-
 
 
 def _as_dict(report: Any) -> dict[str, Any]:
