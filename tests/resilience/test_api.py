@@ -19,7 +19,7 @@ RESET = "/api/v1/performance/reset-circuit-breakers"
 
 
 def bearer(token: str) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.parametrize("url", [HEALTH, RESILIENCE])
@@ -35,8 +35,8 @@ def test_reads_are_allowed_to_staff_and_tokens(
     for response in (
         viewer_client.get(url),
         owner_client.get(url),
-        Client().get(url, **bearer(read_token)),
-        Client().get(url, **bearer(admin_token)),
+        Client().get(url, headers=bearer(read_token)),
+        Client().get(url, headers=bearer(admin_token)),
     ):
         assert response.status_code == 200, response.content
 
@@ -64,7 +64,7 @@ def test_health_is_503_naming_the_failing_check(viewer_client: Client, settings:
 def test_resilience_reports_breakers_and_modes(read_token: str, django_assert_num_queries: object) -> None:
     breaker("redis-stream").open("test: XADD refused")
     with django_assert_num_queries(2):  # type: ignore[operator]  # the token: lookup, last-used stamp
-        response = Client().get(RESILIENCE, **bearer(read_token))
+        response = Client().get(RESILIENCE, headers=bearer(read_token))
     body = response.json()
     breakers = {b["name"]: b for b in body["breakers"]}
     assert {"redis-cache", "redis-stream", "database", "prometheus", "webhooks"} <= set(breakers)
@@ -85,13 +85,14 @@ def test_resilience_reports_breakers_and_modes(read_token: str, django_assert_nu
 @pytest.mark.parametrize("persona", ["anonymous", "outsider", "viewer", "read_token"])
 def test_reset_is_refused_to_non_admins(persona: str, request: pytest.FixtureRequest) -> None:
     breaker("webhooks").open("test")
+    extra: dict[str, str] = {}
     if persona == "anonymous":
-        client, extra = Client(), {}
+        client = Client()
     elif persona == "read_token":
         client, extra = Client(), bearer(request.getfixturevalue("read_token"))
     else:
-        client, extra = request.getfixturevalue(f"{persona}_client"), {}
-    response = client.post(RESET, data={}, content_type="application/json", **extra)
+        client = request.getfixturevalue(f"{persona}_client")
+    response = client.post(RESET, data={}, content_type="application/json", headers=extra)
     assert response.status_code in (401, 403)
     assert breaker("webhooks").current_state == OPEN
     assert not BreakerReset.objects.exists()
@@ -101,7 +102,7 @@ def test_admin_token_resets_named_breakers_and_is_audited(admin_token: str, owne
     breaker("webhooks").open("test")
     breaker("prometheus").open("test")
     response = Client().post(
-        RESET, data=json.dumps({"breakers": ["webhooks"]}), content_type="application/json", **bearer(admin_token)
+        RESET, data=json.dumps({"breakers": ["webhooks"]}), content_type="application/json", headers=bearer(admin_token)
     )
     assert response.status_code == 200, response.content
     body = response.json()
@@ -138,7 +139,7 @@ def test_unknown_breaker_names_are_a_400_naming_them(admin_token: str) -> None:
         RESET,
         data=json.dumps({"breakers": ["webhooks", "nope", "also-nope"]}),
         content_type="application/json",
-        **bearer(admin_token),
+        headers=bearer(admin_token),
     )
     assert response.status_code == 400
     body = response.json()
@@ -151,7 +152,7 @@ def test_unknown_breaker_names_are_a_400_naming_them(admin_token: str) -> None:
 
 def test_a_malformed_reset_body_is_a_400_naming_the_field(admin_token: str) -> None:
     response = Client().post(
-        RESET, data=json.dumps({"breakers": "webhooks"}), content_type="application/json", **bearer(admin_token)
+        RESET, data=json.dumps({"breakers": "webhooks"}), content_type="application/json", headers=bearer(admin_token)
     )
     assert response.status_code == 400
     assert "breakers" in response.json()
@@ -168,7 +169,7 @@ def test_the_page_is_for_staff(outsider_client: Client) -> None:
 def test_the_page_shows_health_breakers_modes_and_resets(viewer_client: Client, admin_token: str) -> None:
     breaker("redis-stream").open("test: XADD refused")
     Client().post(
-        RESET, data=json.dumps({"breakers": ["webhooks"]}), content_type="application/json", **bearer(admin_token)
+        RESET, data=json.dumps({"breakers": ["webhooks"]}), content_type="application/json", headers=bearer(admin_token)
     )
     response = viewer_client.get("/resilience/")
     html = response.content.decode()

@@ -123,9 +123,9 @@ def test_half_open_lets_a_limited_number_of_trial_calls_through() -> None:
     time.sleep(0.25)
     with b.calling():  # first trial, still in flight
         assert b.current_state == HALF_OPEN
-        with b.calling():  # second trial
-            with pytest.raises(pybreaker.CircuitBreakerError, match="half-open"):
-                b.call(ok)  # a third caller is turned away
+        # A second trial in flight too: a third caller is turned away.
+        with b.calling(), pytest.raises(pybreaker.CircuitBreakerError, match="half-open"):
+            b.call(ok)
         assert b.current_state == HALF_OPEN  # one success is not enough
     assert b.current_state == CLOSED
     assert "2 trial call(s) succeeded" in b.status().reason
