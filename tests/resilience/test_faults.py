@@ -175,6 +175,10 @@ def test_redis_stopped_and_restarted_while_requests_flow(owner: User, read_token
             # The mode is on wherever the breaker is open (per process while
             # the shared state in Redis is unreachable).
             assert modes["redis-down"]["effect"].startswith("The cache is bypassed")
+            # Prometheus sees the transitions, summed over the gunicorn workers.
+            status, metrics, _ = http("GET", f"{traffic.base}/api/v1/performance/metrics", headers=traffic.auth)
+            assert status == 200
+            assert b'perfhub_breaker_transitions_total{breaker="redis-' in metrics
             for _ in range(5):
                 traffic.round()
             # Nothing lost: every beacon of the outage is in the database.
