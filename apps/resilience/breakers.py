@@ -252,7 +252,7 @@ def _window_buckets(window_seconds: float, now: float) -> list[int]:
 
 
 class SharedStore:
-    """Redis when it answers, process memory when it does not. Never raises."""
+    """Redis when it answers, process memory when it does not."""
 
     def __init__(self) -> None:
         self.local = LocalStore()
@@ -270,23 +270,27 @@ class SharedStore:
 
     @property
     def using_redis(self) -> bool:
-        return isinstance(self._backend(), RedisStore)
+        try:
+            return isinstance(self._backend(), RedisStore)
+        except Exception:
+            return False
 
     def _do(self, method: str, *args: Any) -> Any:
-        backend = self._backend()
+        """Run a store operation in Redis, or in process memory when Redis is
+        not configured, failed a moment ago, or fails now. Errors of the
+        local store itself propagate; Breaker catches them."""
         try:
-            return getattr(backend, method)(*args)
+            backend = self._backend()
+            if backend is not self.local:
+                return getattr(backend, method)(*args)
         except Exception as exc:
-            if backend is self.local:
-                logger.exception("local breaker bookkeeping failed")
-                raise
             logger.warning(
                 "breaker state unavailable in Redis (%s); using process-local state for %ss",
                 exc,
                 REDIS_RETRY_SECONDS,
             )
             self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
-            return getattr(self.local, method)(*args)
+        return getattr(self.local, method)(*args)
 
     def read(self, name: str) -> StateRecord:
         return self._do("read", name)
