@@ -24,23 +24,34 @@ _ERROR = inline_serializer(
 )
 
 
-class HealthView(APIView):
-    permission_classes = [IsStaffOrReadToken]
+class DatabaseDownIs503(APIView):
+    """Authentication itself needs the database (tokens, users): when it is
+    unreachable, these endpoints answer 503 saying so instead of a 500. This
+    reveals no more than the unauthenticated /readyz does."""
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, DatabaseError):
-            # Authentication itself needs the database (tokens, users): when
-            # it is unreachable, say so with a 503 instead of a 500. This
-            # reveals no more than the unauthenticated /readyz does.
-            message = f"{type(exc).__name__}: {exc}".strip()[:500]
-            body = {
-                "status": "down",
-                "checks": [{"name": "database", "status": "down", "latency_ms": 0.0, "message": message}],
-            }
-            response = Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            response = Response(
+                self.database_down_body(f"{type(exc).__name__}: {exc}".strip()[:500]),
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
             response["Cache-Control"] = "no-store"
+            response["Retry-After"] = "30"
             return response
         return super().handle_exception(exc)
+
+    def database_down_body(self, message: str) -> dict[str, Any]:
+        return {"error": f"the database is unreachable: {message}", "field": None}
+
+
+class HealthView(DatabaseDownIs503):
+    permission_classes = [IsStaffOrReadToken]
+
+    def database_down_body(self, message: str) -> dict[str, Any]:
+        return {
+            "status": "down",
+            "checks": [{"name": "database", "status": "down", "latency_ms": 0.0, "message": message}],
+        }
 
     @extend_schema(
         summary="Health of PerfHub and its dependencies",
@@ -58,7 +69,7 @@ class HealthView(APIView):
         return response
 
 
-class ResilienceView(APIView):
+class ResilienceView(DatabaseDownIs503):
     permission_classes = [IsStaffOrReadToken]
 
     @extend_schema(
@@ -69,7 +80,7 @@ class ResilienceView(APIView):
         return Response(ResilienceSerializer(resilience_overview()).data)
 
 
-class ResetCircuitBreakersView(APIView):
+class ResetCircuitBreakersView(DatabaseDownIs503):
     permission_classes = [IsAdminOrAdminToken]
 
     @extend_schema(

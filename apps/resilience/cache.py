@@ -19,7 +19,7 @@ import pybreaker
 from django_redis.cache import RedisCache as DjangoRedisCache
 
 from apps.metrics.cache_backends import RedisCache as InstrumentedRedisCache
-from apps.resilience.breakers import breaker
+from apps.resilience.breakers import breaker, forget_local_state
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,14 @@ class ResilientCacheMixin:
 
     def delete_many(self, *args: Any, **kwargs: Any) -> Any:
         return self._guarded(super().delete_many, None, *args, **kwargs)  # type: ignore[misc]
+
+    def clear(self) -> Any:
+        # FLUSHDB also empties the shared breaker state when it lives in the
+        # same Redis database: this process's copy must not outlive it.
+        try:
+            return super().clear()  # type: ignore[misc]
+        finally:
+            forget_local_state()
 
 
 class ResilientRedisCache(ResilientCacheMixin, InstrumentedRedisCache):

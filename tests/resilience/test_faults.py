@@ -226,6 +226,13 @@ def test_database_unreachable_readyz_and_health_answer_503_in_time() -> None:
         assert report["status"] == "down"
         assert [c["name"] for c in report["checks"] if c["status"] == "down"] == ["database"]
         assert elapsed < 10
+        status, body, _ = http(
+            "GET",
+            f"http://127.0.0.1:{port}/api/v1/performance/resilience",
+            headers={"Authorization": "Bearer phk_0000000000000000000000000000000000000000"},
+        )
+        assert status == 503
+        assert json.loads(body)["error"].startswith("the database is unreachable")
 
 
 def test_health_command_with_the_database_unreachable_exits_1_naming_it() -> None:
