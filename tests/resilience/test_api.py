@@ -213,3 +213,19 @@ def test_a_viewer_cannot_reset_from_the_page(viewer_client: Client) -> None:
     assert viewer_client.post("/resilience/breakers/prometheus/reset/").status_code == 403
     assert breaker("prometheus").current_state == OPEN
     assert viewer_client.get("/resilience/breakers/prometheus/reset/").status_code == 405
+
+
+def test_the_database_mode_follows_its_breaker_and_shows_a_banner(viewer_client: Client) -> None:
+    from django.db import DatabaseError
+
+    from apps.core.management.commands.worker import _store_behind_breaker
+
+    assert "Database unavailable" not in viewer_client.get("/").content.decode()
+    breaker("database").open("test: connection refused")
+    # The worker's writes stop at once; the entries stay pending in the stream.
+    with pytest.raises(DatabaseError, match="database is open"):
+        _store_behind_breaker([])
+    html = viewer_client.get("/").content.decode()
+    assert "Database unavailable" in html and "test: connection refused" in html
+    breaker("database").close("test: recovered")
+    assert "Database unavailable" not in viewer_client.get("/vitals/").content.decode()
