@@ -12,7 +12,8 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.resilience.breakers import breaker, redis_stream
+from apps.resilience import breakers
+from apps.resilience.breakers import redis_stream
 from apps.vitals.models import Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions
@@ -382,7 +383,7 @@ def beacon_ingest(*, records: list[dict[str, Any]]) -> str:
             logger.warning("beacon stream unavailable; writing to the database", exc_info=True)
         # The fallback has its own breaker: with Redis and PostgreSQL both
         # failing, answer 503 at once rather than wait on the database too.
-        breaker("database").call(metrics_store, records=records)
+        breakers.breaker("database").call(metrics_store, records=records)
         return "database"
     metrics_store(records=records)
     return "database"
