@@ -316,22 +316,6 @@ LOGGING = {
     },
 }
 
-# --- Real-user monitoring ---------------------------------------------------
-
-# Beacons per minute, per client IP and per site, over all workers.
-VITALS_RATE_LIMIT_PER_IP = env_int("PERFHUB_RATE_LIMIT_PER_IP", 600, minimum=1)
-VITALS_RATE_LIMIT_PER_SITE = env_int("PERFHUB_RATE_LIMIT_PER_SITE", 120_000, minimum=1)
-# Trusted proxies in front of PerfHub that append to X-Forwarded-For; 0 uses
-# the connection's address. Never more than the real number of proxies, or
-# clients could choose their own address.
-PROXY_COUNT = env_int("PERFHUB_PROXY_COUNT", 0, minimum=0, maximum=5)
-# A MaxMind GeoLite2/GeoIP2 Country or City database; unset: no countries.
-GEOIP_PATH = env_str("GEOIP_PATH")
-
-# Seconds between worker heartbeats; the readiness and health checks call a
-# worker dead after three missed beats.
-WORKER_HEARTBEAT_SECONDS = env_int("PERFHUB_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
-
 # --- Resilience and health ----------------------------------------------------
 
 # Seconds an open circuit breaker waits before letting trial calls through;
@@ -347,3 +331,19 @@ HEALTH_DISK_DEGRADED_PERCENT = env_float("PERFHUB_HEALTH_DISK_DEGRADED_PERCENT",
 HEALTH_DISK_DOWN_PERCENT = env_float("PERFHUB_HEALTH_DISK_DOWN_PERCENT", 2, minimum=0, maximum=100)
 # A last successful backup older than this is reported degraded.
 HEALTH_BACKUP_MAX_AGE_HOURS = env_int("PERFHUB_HEALTH_BACKUP_MAX_AGE_HOURS", 26, minimum=1)
+
+# --- Real-user monitoring ---------------------------------------------------
+
+# Beacons per minute, per client IP and per site, over all workers.
+VITALS_RATE_LIMIT_PER_IP = env_int("PERFHUB_RATE_LIMIT_PER_IP", 600, minimum=1)
+VITALS_RATE_LIMIT_PER_SITE = env_int("PERFHUB_RATE_LIMIT_PER_SITE", 120_000, minimum=1)
+# Trusted proxies in front of PerfHub that append to X-Forwarded-For; 0 uses
+# the connection's address. Never more than the real number of proxies, or
+# clients could choose their own address.
+PROXY_COUNT = env_int("PERFHUB_PROXY_COUNT", 0, minimum=0, maximum=5)
+# A MaxMind GeoLite2/GeoIP2 Country or City database; unset: no countries.
+GEOIP_PATH = env_str("GEOIP_PATH")
+
+# Seconds between worker heartbeats; the readiness and health checks call a
+# worker dead after three missed beats.
+WORKER_HEARTBEAT_SECONDS = env_int("PERFHUB_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
