@@ -67,8 +67,9 @@ class TimeRange:
         return f"{self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M} UTC"
 
     def previous(self) -> "TimeRange":
-        """The period of the same length just before this one."""
-        return TimeRange(start=self.start - self.span, end=self.start, preset=CUSTOM)
+        """The period of the same length just before this one, its start
+        rounded down to whole buckets as every range's is."""
+        return TimeRange(start=floor_to(self.start - self.span, self.resolution), end=self.start, preset=CUSTOM)
 
     def buckets(self) -> list[datetime]:
         """The start of every bucket of ``resolution`` in the range, oldest first."""
