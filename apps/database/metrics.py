@@ -10,15 +10,9 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-POOL_SIZE = Gauge(
-    "perfhub_db_pool_size", "Connections open in the psycopg pools.", multiprocess_mode="livesum"
-)
-POOL_IN_USE = Gauge(
-    "perfhub_db_pool_in_use", "Pool connections lent to requests or jobs.", multiprocess_mode="livesum"
-)
-POOL_WAITING = Gauge(
-    "perfhub_db_pool_waiting", "Requests waiting for a pool connection.", multiprocess_mode="livesum"
-)
+POOL_SIZE = Gauge("perfhub_db_pool_size", "Connections open in the psycopg pools.", multiprocess_mode="livesum")
+POOL_IN_USE = Gauge("perfhub_db_pool_in_use", "Pool connections lent to requests or jobs.", multiprocess_mode="livesum")
+POOL_WAITING = Gauge("perfhub_db_pool_waiting", "Requests waiting for a pool connection.", multiprocess_mode="livesum")
 CONNECTIONS = Gauge(
     "perfhub_db_connections",
     "Client connections to PerfHub's database, by state (pg_stat_activity).",

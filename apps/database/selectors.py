@@ -215,7 +215,7 @@ def slow_queries(*, window: Window, limit: int | None = None) -> dict[str, Any]:
         return result
     reset = bool(start.statements_reset_at != end.statements_reset_at and end.statements_reset_at)
     before, after = _statement_rows(start), _statement_rows(end)
-    statements = []
+    statements: list[dict[str, Any]] = []
     for qid, (calls, total, rows, query) in after.items():
         old = before.get(qid)
         restarted = reset or (old is not None and (calls < old[0] or total < old[1]))
@@ -481,9 +481,7 @@ def index_advice() -> dict[str, Any]:
         for i in indexes
         if not i["is_valid"]
     ]
-    stats_reset = fetch_value(
-        "SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()"
-    )
+    stats_reset = fetch_value("SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()")
     return {
         "unused": unused,
         "duplicate": _duplicates(indexes),

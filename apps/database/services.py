@@ -228,9 +228,7 @@ def explain_run(
             # Prepared statements outlive the transaction; the pooled
             # connection must not keep ours.
             with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT 1 FROM pg_prepared_statements WHERE name = %s", [prepared]
-                )
+                cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [prepared])
                 if cursor.fetchone():
                     cursor.execute(f"DEALLOCATE {prepared}")
     return ExplainResult(sql=statement, plan=plan, mode=mode, timeout_ms=timeout_ms)

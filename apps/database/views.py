@@ -6,6 +6,7 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from apps.core.permissions import StaffRequest, staff_required
 from apps.database import selectors
@@ -15,12 +16,18 @@ from apps.database.services import ExplainError, explain_run, sqlite_integrity_c
 ROWS_PER_PAGE = 20
 
 
+class HtmxStaffRequest(StaffRequest):
+    """What django-htmx's middleware adds, for the type checker."""
+
+    htmx: HtmxDetails
+
+
 class _Panels:
     """Each panel of the page: its context from the selectors. One panel is
     rendered alone when htmx polls it, so a refresh reads only its own
     statistics."""
 
-    def __init__(self, request: StaffRequest, window: selectors.Window) -> None:
+    def __init__(self, request: HtmxStaffRequest, window: selectors.Window) -> None:
         self.request = request
         self.window = window
 
@@ -74,13 +81,13 @@ POSTGRESQL_PANELS = ("connections", "slow_queries", "activity", "indexes", "size
 SQLITE_PANELS = ("sqlite",)
 
 
-def _window(request: StaffRequest) -> selectors.Window:
+def _window(request: HtmxStaffRequest) -> selectors.Window:
     # An unknown window falls back to the default rather than failing: the
     # chooser only offers valid ones, and the API validates strictly.
     return selectors.WINDOWS.get(request.GET.get("window", ""), selectors.WINDOWS[selectors.DEFAULT_WINDOW])
 
 
-def _base_context(request: StaffRequest, window: selectors.Window) -> dict[str, Any]:
+def _base_context(request: HtmxStaffRequest, window: selectors.Window) -> dict[str, Any]:
     return {
         "server": selectors.server_info(),
         "window": window,
@@ -92,7 +99,7 @@ def _base_context(request: StaffRequest, window: selectors.Window) -> dict[str, 
 
 @staff_required
 @require_GET
-def overview(request: StaffRequest) -> HttpResponse:
+def overview(request: HtmxStaffRequest) -> HttpResponse:
     window = _window(request)
     panels = _Panels(request, window)
     names = POSTGRESQL_PANELS if selectors.is_postgresql() else SQLITE_PANELS
@@ -108,14 +115,14 @@ def overview(request: StaffRequest) -> HttpResponse:
     return render(request, "database/overview.html", context)
 
 
-def _require_admin(request: StaffRequest, what: str) -> None:
+def _require_admin(request: HtmxStaffRequest, what: str) -> None:
     if not request.user.is_superuser:
         raise PermissionDenied(f"Only administrators can {what}.")
 
 
 @staff_required
 @require_POST
-def explain(request: StaffRequest) -> HttpResponse:
+def explain(request: HtmxStaffRequest) -> HttpResponse:
     _require_admin(request, "run EXPLAIN")
     form = ExplainForm(request.POST)
     context: dict[str, Any] = {"explain_form": form, "result": None, "error": None}
@@ -140,7 +147,7 @@ def explain(request: StaffRequest) -> HttpResponse:
 
 @staff_required
 @require_POST
-def integrity_check(request: StaffRequest) -> HttpResponse:
+def integrity_check(request: HtmxStaffRequest) -> HttpResponse:
     _require_admin(request, "run the integrity check")
     try:
         messages = sqlite_integrity_check()
