@@ -7,7 +7,7 @@ document.addEventListener("htmx:beforeRequest", function (event) {
   }
 });
 document.addEventListener("htmx:beforeSwap", function (event) {
-  if (event.detail.xhr.status === 400 && event.detail.elt.hasAttribute("data-show-errors")) {
+  if (event.detail.xhr.status === 400 && event.detail.target.hasAttribute("data-show-errors")) {
     event.detail.shouldSwap = true;
     event.detail.isError = false;
   }
