@@ -18,6 +18,9 @@ class Snapshot(models.Model):
     statements_reset_at = models.DateTimeField(null=True, blank=True)
     # False when pg_stat_statements could not be read; sizes are still kept.
     has_statements = models.BooleanField(default=False)
+    # Taken by a stats read between the worker's snapshots, for the short
+    # windows; pruned sooner than the worker's (see snapshots_prune).
+    on_demand = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-taken_at"]

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import sqlparse
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.locks import job_lock
@@ -20,6 +21,9 @@ from apps.database.selectors import Window, is_postgresql, relation_sizes, state
 # Long enough for the 24-hour window and the day-over-day size growth, with
 # room for a late worker.
 SNAPSHOT_RETENTION = timedelta(hours=48)
+# On-demand snapshots serve the 5-minute window (a read may take one a
+# minute); past two hours the worker's, 5 minutes apart, are fine enough.
+ON_DEMAND_RETENTION = timedelta(hours=2)
 
 EXPLAIN_TIMEOUT_MS_DEFAULT = 5000
 EXPLAIN_TIMEOUT_MS_MAX = 60_000
@@ -29,7 +33,7 @@ _EXPLAINABLE = {"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
-def snapshot_take() -> Snapshot | None:
+def snapshot_take(*, on_demand: bool = False) -> Snapshot | None:
     """Record pg_stat_statements (this database's entries) and every
     relation's size. None on SQLite, which has neither."""
     if not is_postgresql():
@@ -57,7 +61,10 @@ def snapshot_take() -> Snapshot | None:
     relations = relation_sizes()
     with transaction.atomic():
         snapshot = Snapshot.objects.create(
-            taken_at=timezone.now(), statements_reset_at=reset_at, has_statements=status["available"]
+            taken_at=timezone.now(),
+            statements_reset_at=reset_at,
+            has_statements=status["available"],
+            on_demand=on_demand,
         )
         StatementStat.objects.bulk_create(
             [
@@ -83,10 +90,14 @@ def snapshot_take() -> Snapshot | None:
     return snapshot
 
 
-def snapshots_prune(*, older_than: timedelta = SNAPSHOT_RETENTION) -> int:
-    """Delete snapshots past the retention; returns how many."""
-    cutoff = timezone.now() - older_than
-    old = Snapshot.objects.filter(taken_at__lt=cutoff)
+def snapshots_prune(
+    *, older_than: timedelta = SNAPSHOT_RETENTION, on_demand_older_than: timedelta = ON_DEMAND_RETENTION
+) -> int:
+    """Delete snapshots past their retention; returns how many."""
+    now = timezone.now()
+    old = Snapshot.objects.filter(
+        Q(taken_at__lt=now - older_than) | Q(on_demand=True, taken_at__lt=now - on_demand_older_than)
+    )
     # The children first, each in one DELETE, rather than the ORM's cascade
     # collecting thousands of rows per snapshot in memory.
     StatementStat.objects.filter(snapshot__in=old).delete()
@@ -109,7 +120,7 @@ def statements_snapshot_if_stale(*, window: Window) -> Snapshot | None:
     with job_lock("job:database_snapshot") as acquired:
         if not acquired:
             return None
-        return snapshot_take()
+        return snapshot_take(on_demand=True)
 
 
 # --- EXPLAIN ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from django.db import connection
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from apps.core.management.commands.worker import default_jobs
 from apps.database import selectors
 from apps.database.models import Snapshot, StatementStat
 from apps.database.services import snapshot_take, snapshots_prune
@@ -318,14 +319,40 @@ def test_connections_pool_hit_ratios_and_their_gauges() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_snapshots_past_retention_are_pruned_and_stats_never_reset() -> None:
     require_statements()
-    old = Snapshot.objects.create(taken_at=timezone.now() - timedelta(days=3), has_statements=True)
+    now = timezone.now()
+    old = Snapshot.objects.create(taken_at=now - timedelta(days=3), has_statements=True)
     StatementStat.objects.create(snapshot=old, queryid=1, calls=1, total_exec_time=1, rows=1, query="X")
+    worker = Snapshot.objects.create(taken_at=now - timedelta(hours=3), has_statements=True)
+    on_demand = Snapshot.objects.create(taken_at=now - timedelta(hours=3), has_statements=True, on_demand=True)
     before = execute("SELECT stats_reset FROM pg_stat_statements_info")
 
     call_command("database_snapshot", stdout=io.StringIO())
 
-    assert not Snapshot.objects.filter(pk=old.pk).exists()
     assert not StatementStat.objects.filter(snapshot_id=old.pk).exists()
-    assert Snapshot.objects.count() == 1
+    # The worker's snapshots serve the 24-hour window; on-demand ones only the short ones.
+    remaining = set(Snapshot.objects.values_list("pk", flat=True))
+    assert worker.pk in remaining and old.pk not in remaining and on_demand.pk not in remaining
+    assert len(remaining) == 2
     assert execute("SELECT stats_reset FROM pg_stat_statements_info") == before
     assert snapshots_prune() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_takes_a_snapshot_only_when_the_newest_is_older_than_the_window_resolution() -> None:
+    postgres_only()
+    Snapshot.objects.create(taken_at=timezone.now() - timedelta(minutes=2), has_statements=True)
+
+    selectors.database_stats(window=selectors.WINDOWS["1h"])  # resolution 5 minutes: fresh enough
+    assert Snapshot.objects.count() == 1
+
+    stats = selectors.database_stats(window=FIVE_MINUTES)  # resolution 1 minute: stale
+    newest = Snapshot.objects.order_by("-taken_at").first()
+    assert Snapshot.objects.count() == 2
+    assert newest is not None and newest.on_demand
+    assert stats["slow_queries"]["to"] == newest.taken_at
+
+
+def test_the_worker_takes_snapshots_every_five_minutes() -> None:
+    jobs = {job.command: job.interval for job in default_jobs()}
+
+    assert jobs["database_snapshot"] == 300
