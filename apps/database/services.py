@@ -232,6 +232,12 @@ def explain_run(
         raise ExplainError(
             f"Refused: EXPLAIN runs in a read-only transaction and this statement writes ({exc}). Nothing was changed."
         ) from exc
+    except psycopg.errors.IndeterminateDatatype as exc:
+        raise ExplainError(
+            f"PostgreSQL {connection.pg_version // 10000} cannot infer the type of every $n placeholder "  # type: ignore[attr-defined]
+            f"of this statement ({exc}), so it cannot build a generic plan; PostgreSQL 16's "
+            "EXPLAIN (GENERIC_PLAN) can. Paste the statement with real values to explain it."
+        ) from exc
     except psycopg.Error as exc:
         raise ExplainError(f"PostgreSQL could not explain this statement: {exc}".strip()) from exc
     finally:

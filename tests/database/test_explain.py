@@ -4,6 +4,7 @@ a statement timeout, one statement at a time."""
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from apps.database import selectors
@@ -150,3 +151,13 @@ def test_the_slow_query_list_offers_explain_to_admins_only(owner_client: Client,
         pytest.skip("pg_stat_statements is not available")
     assert 'name="queryid"' in owner_page.content.decode()
     assert 'name="queryid"' not in viewer_page.content.decode()
+
+
+def test_a_placeholder_of_unknown_type_is_explained_or_said_why_not() -> None:
+    postgres_only()
+    if connection.pg_version >= 160000:  # type: ignore[attr-defined]
+        assert explain_run(sql="SELECT 1 WHERE $1 IS NULL", timeout_ms=1000).mode == "generic"
+        return
+    with pytest.raises(ExplainError, match="cannot infer the type of every \\$n placeholder"):
+        explain_run(sql="SELECT 1 WHERE $1 IS NULL", timeout_ms=1000)
+    assert execute("SELECT count(*) FROM pg_prepared_statements") == [(0,)]
