@@ -3,6 +3,10 @@
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from apps.database.models import StatementStat
+from apps.database.services import snapshot_take
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +111,25 @@ def test_the_page_has_no_inline_script_or_style(viewer_client: Client) -> None:
 
     assert "<script>" not in html and "<style" not in html and " style=" not in html
     assert "database/database" in html  # its script and stylesheet are files
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stats_queries_do_not_grow_with_the_statements(viewer_client: Client) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("snapshots are PostgreSQL's")
+    snapshot_take()
+    newest = snapshot_take()
+    assert newest is not None
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert viewer_client.get(STATS, {"window": "1h"}).status_code == 200
+        return len(queries.captured_queries)
+
+    before = count()
+    StatementStat.objects.bulk_create(
+        StatementStat(snapshot=newest, queryid=-n, calls=n, total_exec_time=n, rows=n, query=f"SELECT {n}")
+        for n in range(1, 101)
+    )
+
+    assert count() == before
