@@ -42,7 +42,6 @@ class StatementStat(models.Model):
     calls = models.BigIntegerField()
     total_exec_time = models.FloatField(help_text="Milliseconds, as pg_stat_statements reports them.")
     rows = models.BigIntegerField()
-    query = models.TextField()
 
     class Meta:
         constraints = [
@@ -52,6 +51,23 @@ class StatementStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queryid} @ {self.snapshot_id}"
+
+
+class StatementText(models.Model):
+    """The normalised text of a statement, kept once rather than in every
+    snapshot: the text is most of a row's size and does not change."""
+
+    queryid = models.BigIntegerField()
+    query = models.TextField()
+
+    class Meta:
+        constraints = [
+            # Also the index of the lookups by queryid (slow-query list, EXPLAIN).
+            models.UniqueConstraint(fields=["queryid"], name="database_statementtext_queryid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queryid}: {self.query[:60]}"
 
 
 class RelationSize(models.Model):

@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from apps.database.metrics import connection_metrics_update, pool_metrics_update
-from apps.database.models import RelationSize, Snapshot, StatementStat
+from apps.database.models import RelationSize, Snapshot, StatementStat, StatementText
 from apps.database.postgres import fetch_all, fetch_value, quote_ident, statements_schema, statements_status
 
 
@@ -155,11 +155,11 @@ def window_get(key: str) -> Window:
     return WINDOWS[key]
 
 
-def _statement_rows(snapshot: Snapshot) -> dict[int, tuple[int, float, int, str]]:
+def _statement_rows(snapshot: Snapshot) -> dict[int, tuple[int, float, int]]:
     return {
-        qid: (calls, total, rows, query)
-        for qid, calls, total, rows, query in StatementStat.objects.filter(snapshot=snapshot).values_list(
-            "queryid", "calls", "total_exec_time", "rows", "query"
+        qid: (calls, total, rows)
+        for qid, calls, total, rows in StatementStat.objects.filter(snapshot=snapshot).values_list(
+            "queryid", "calls", "total_exec_time", "rows"
         )
     }
 
@@ -216,7 +216,7 @@ def slow_queries(*, window: Window, limit: int | None = None) -> dict[str, Any]:
     reset = bool(start.statements_reset_at != end.statements_reset_at and end.statements_reset_at)
     before, after = _statement_rows(start), _statement_rows(end)
     statements: list[dict[str, Any]] = []
-    for qid, (calls, total, rows, query) in after.items():
+    for qid, (calls, total, rows) in after.items():
         old = before.get(qid)
         restarted = reset or (old is not None and (calls < old[0] or total < old[1]))
         if old is None or restarted:
@@ -228,7 +228,6 @@ def slow_queries(*, window: Window, limit: int | None = None) -> dict[str, Any]:
         statements.append(
             {
                 "queryid": qid,
-                "query": query,
                 "calls": d_calls,
                 "total_time_ms": round(d_total, 3),
                 "mean_time_ms": round(d_total / d_calls, 3),
@@ -238,7 +237,11 @@ def slow_queries(*, window: Window, limit: int | None = None) -> dict[str, Any]:
             }
         )
     total_time = sum(s["total_time_ms"] for s in statements)
+    texts = dict(
+        StatementText.objects.filter(queryid__in=[s["queryid"] for s in statements]).values_list("queryid", "query")
+    )
     for s in statements:
+        s["query"] = texts.get(s["queryid"], "")
         s["share"] = round(s["total_time_ms"] / total_time, 4) if total_time else 0.0
     statements.sort(key=lambda s: (-s["total_time_ms"], s["queryid"]))
     result.update(
@@ -263,12 +266,7 @@ def slow_queries(*, window: Window, limit: int | None = None) -> dict[str, Any]:
 def statement_text(*, queryid: int) -> str | None:
     """The normalised text of a statement, from the newest snapshot or, for
     one not snapshotted yet, from pg_stat_statements itself."""
-    stored = (
-        StatementStat.objects.filter(queryid=queryid)
-        .order_by("-snapshot__taken_at")
-        .values_list("query", flat=True)
-        .first()
-    )
+    stored = StatementText.objects.filter(queryid=queryid).values_list("query", flat=True).first()
     if stored is not None:
         return stored
     schema = statements_schema()

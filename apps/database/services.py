@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.locks import job_lock
-from apps.database.models import RelationSize, Snapshot, StatementStat
+from apps.database.models import RelationSize, Snapshot, StatementStat, StatementText
 from apps.database.postgres import fetch_all, fetch_value, quote_ident, statements_status
 from apps.database.selectors import Window, is_postgresql, relation_sizes, statement_text
 
@@ -74,11 +74,15 @@ def snapshot_take(*, on_demand: bool = False) -> Snapshot | None:
                     calls=row["calls"],
                     total_exec_time=row["total_exec_time"],
                     rows=row["rows"],
-                    query=row["query"],
                 )
                 for row in statements
             ],
             batch_size=1000,
+        )
+        StatementText.objects.bulk_create(
+            [StatementText(queryid=row["queryid"], query=row["query"]) for row in statements],
+            batch_size=1000,
+            ignore_conflicts=True,
         )
         RelationSize.objects.bulk_create(
             [
@@ -103,6 +107,8 @@ def snapshots_prune(
     StatementStat.objects.filter(snapshot__in=old).delete()
     RelationSize.objects.filter(snapshot__in=old).delete()
     deleted, _ = old.delete()
+    if deleted:
+        StatementText.objects.exclude(queryid__in=StatementStat.objects.values("queryid")).delete()
     return deleted
 
 

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from apps.database.models import StatementStat
+from apps.database.models import StatementStat, StatementText
 from apps.database.services import snapshot_take
 
 pytestmark = pytest.mark.django_db
@@ -128,8 +128,8 @@ def test_the_stats_queries_do_not_grow_with_the_statements(viewer_client: Client
 
     before = count()
     StatementStat.objects.bulk_create(
-        StatementStat(snapshot=newest, queryid=-n, calls=n, total_exec_time=n, rows=n, query=f"SELECT {n}")
-        for n in range(1, 101)
+        StatementStat(snapshot=newest, queryid=-n, calls=n, total_exec_time=n, rows=n) for n in range(1, 101)
     )
+    StatementText.objects.bulk_create(StatementText(queryid=-n, query=f"SELECT {n}") for n in range(1, 101))
 
     assert count() == before

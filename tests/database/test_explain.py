@@ -8,6 +8,7 @@ from django.db import connection
 from django.test import Client
 
 from apps.database import selectors
+from apps.database.models import StatementText
 from apps.database.services import ExplainError, explain_run, snapshot_take
 from tests.database.helpers import execute, postgres_only, require_statements
 
@@ -98,7 +99,9 @@ def test_a_normalised_statement_from_the_slow_list_gets_a_generic_plan() -> None
         execute("SELECT amount FROM perfhub_ledger WHERE id = %s", [n])
     snapshot = snapshot_take()
     assert snapshot is not None
-    [queryid] = [s.queryid for s in snapshot.statements.all() if "FROM perfhub_ledger WHERE id = $1" in s.query]
+    [queryid] = StatementText.objects.filter(query__contains="FROM perfhub_ledger WHERE id = $1").values_list(
+        "queryid", flat=True
+    )
 
     result = explain_run(queryid=queryid, timeout_ms=1000)
 
