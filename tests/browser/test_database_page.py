@@ -12,6 +12,9 @@ from tests.browser.test_pages import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+# For a person to look at after a run; nothing compares pixels.
+SCREENSHOT = "/tmp/perfhub-database.png"  # noqa: S108
+
 
 def test_the_database_page_polls_and_answers_admins(owner: User, page: Page, console_errors: list[str]) -> None:
     log_in(page, owner)
@@ -25,6 +28,7 @@ def test_the_database_page_polls_and_answers_admins(owner: User, page: Page, con
         page.get_by_label("SQL").fill("SELECT relname FROM pg_class WHERE relname = 'database_snapshot'")
         page.get_by_role("button", name="Explain", exact=True).click()
         expect(page.locator("#explain-result")).to_contain_text("on pg_class")
+        page.screenshot(path=SCREENSHOT, full_page=True)
 
         # A refused statement answers 400; its message is shown, not dropped.
         page.get_by_label("SQL").fill("DROP TABLE database_snapshot")
@@ -36,6 +40,7 @@ def test_the_database_page_polls_and_answers_admins(owner: User, page: Page, con
     else:
         page.get_by_role("button", name="Check integrity").click()
         expect(page.locator("#integrity-result")).to_contain_text("found no problems")
+        page.screenshot(path=SCREENSHOT, full_page=True)
 
         with page.expect_request(re.compile(r"/database/\?panel=sqlite"), timeout=15_000):
             pass
