@@ -1,12 +1,16 @@
 """Who may see the database page and the stats API, and who may EXPLAIN."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from apps.database.models import StatementStat, StatementText
+from apps.database.models import Snapshot, StatementStat, StatementText
 from apps.database.services import snapshot_take
+from tests.database.helpers import require_statements
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +137,29 @@ def test_the_stats_queries_do_not_grow_with_the_statements(viewer_client: Client
     StatementText.objects.bulk_create(StatementText(queryid=-n, query=f"SELECT {n}") for n in range(1, 101))
 
     assert count() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_slow_query_list_is_paginated(viewer_client: Client) -> None:
+    require_statements()
+    now = timezone.now()
+    start = Snapshot.objects.create(taken_at=now - timedelta(minutes=6), has_statements=True)
+    end = Snapshot.objects.create(taken_at=now, has_statements=True)
+    for n in range(1, 26):
+        StatementStat.objects.create(snapshot=start, queryid=n, calls=1, total_exec_time=1, rows=1)
+        StatementStat.objects.create(snapshot=end, queryid=n, calls=1 + n, total_exec_time=1 + n, rows=1)
+        StatementText.objects.create(queryid=n, query=f"SELECT {n} AS perfhub_page_marker")
+
+    first = viewer_client.get("/database/", {"panel": "slow_queries", "window": "5m"}, HTTP_HX_REQUEST="true")
+    second = viewer_client.get(
+        "/database/", {"panel": "slow_queries", "window": "5m", "slow_queries_page": "2"}, HTTP_HX_REQUEST="true"
+    )
+
+    first_html, second_html = first.content.decode(), second.content.decode()
+    assert "Page 1 of 2" in first_html and "slow_queries_page=2" in first_html
+    assert "SELECT 25 AS perfhub_page_marker" in first_html  # the most time first
+    assert "Page 2 of 2" in second_html
+    assert "SELECT 1 AS perfhub_page_marker" in second_html
+    assert "SELECT 25 AS perfhub_page_marker" not in second_html
+    # The polled panel keeps its page.
+    assert "slow_queries_page=2" in second_html.split(">", 1)[0]
