@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from apps.database.selectors import connection_stats, pool_stats
 from apps.database.services import snapshot_take, snapshots_prune
 
 
@@ -15,6 +16,9 @@ class Command(BaseCommand):
         if snapshot is None:
             self.stdout.write("Nothing to snapshot: pg_stat_statements and relation sizes are PostgreSQL-only.")
             return
+        # Refresh the connection and pool gauges even when nobody reads the page.
+        connection_stats()
+        pool_stats()
         self.stdout.write(
             f"Snapshot {snapshot.pk} at {snapshot.taken_at:%Y-%m-%d %H:%M:%S}: "
             f"{snapshot.statements.count()} statement(s), {snapshot.sizes.count()} relation(s)"
