@@ -122,6 +122,27 @@ class Sketch:
             sketch.add(value, weight)
         return sketch
 
+    def histogram(self, bins: int) -> list[tuple[float, float, float]]:
+        """(low, high, weight) for at most ``bins`` runs of consecutive
+        buckets, equal in width on the log scale, from the lowest bucket to
+        the highest; the zero bucket, if any, comes first as (0, 0, weight)."""
+        out: list[tuple[float, float, float]] = []
+        if self.zero > _EPSILON:
+            out.append((0.0, 0.0, self.zero))
+        if not self.bins:
+            return out
+        lowest, highest = min(self.bins), max(self.bins)
+        per_bin = max(1, math.ceil((highest - lowest + 1) / max(1, bins)))
+        folded: dict[int, float] = {}
+        for index, weight in self.bins.items():
+            slot = (index - lowest) // per_bin
+            folded[slot] = folded.get(slot, 0.0) + weight
+        for slot in range(max(folded) + 1):
+            first = lowest + slot * per_bin
+            # Bucket i holds (gamma^(i-1), gamma^i].
+            out.append((GAMMA ** (first - 1), GAMMA ** (first + per_bin - 1), max(0.0, folded.get(slot, 0.0))))
+        return out
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sketch):
             return NotImplemented
