@@ -9,6 +9,7 @@ from apps.core.apis import WhoAmIView
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.metrics.urls")),
     path("", include("apps.vitals.urls")),
+    path("", include("apps.database.urls_api")),
     path("whoami", WhoAmIView.as_view(), name="api-whoami"),
     path("", include("apps.resilience.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -30,6 +31,7 @@ urlpatterns = [
     path("", include("apps.core.urls")),
     path("vitals/", include(("apps.vitals.urls_html", "vitals"))),
     path("ops/", include(("apps.metrics.urls_html", "metrics"))),
+    path("database/", include("apps.database.urls", namespace="database")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -42,6 +42,9 @@ def default_jobs() -> list[PeriodicJob]:
         PeriodicJob("clearsessions", interval=6 * 3600),
         # Partitions ahead, retention, minute rollups folded into hours.
         PeriodicJob("vitals_maintain", interval=600),
+        # pg_stat_statements and size snapshots: the slow-query windows and
+        # size growth are differences between them.
+        PeriodicJob("database_snapshot", interval=300),
     ]
 
 
