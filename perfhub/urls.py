@@ -9,6 +9,8 @@ from apps.core.apis import WhoAmIView
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.metrics.urls")),
     path("", include("apps.vitals.urls")),
+    path("", include("apps.cache.urls")),
+    path("", include("apps.backups.urls")),
     path("whoami", WhoAmIView.as_view(), name="api-whoami"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file, and
@@ -28,6 +30,7 @@ admin.site.site_title = "PerfHub admin"
 urlpatterns = [
     path("", include("apps.core.urls")),
     path("vitals/", include(("apps.vitals.urls_html", "vitals"))),
+    path("cache/", include(("apps.cache.urls_html", "cache"))),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
