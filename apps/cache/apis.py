@@ -55,7 +55,8 @@ class PrefixCountSerializer(serializers.Serializer):
     prefix = serializers.CharField(help_text="Key up to its second ':'; unknown prefixes count as 'other'.")
     hits = serializers.IntegerField()
     misses = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    # Output only: the field shadows Serializer.errors, which is never used here.
+    errors = serializers.IntegerField()  # type: ignore[assignment]
     hit_rate = serializers.FloatField(allow_null=True)
 
 

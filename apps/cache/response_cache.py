@@ -45,6 +45,7 @@ from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import get_conditional_response
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.cache.metrics import response_cache_requests
@@ -56,7 +57,7 @@ KEY_PREFIX = "perfhub:cache:response"
 CACHE_HEADER = "X-PerfHub-Cache"
 CACHEABLE_STATUSES = frozenset({200, 503})
 
-Handler = Callable[..., HttpResponseBase]
+Handler = Callable[..., Response]
 
 
 def permission_class(request: Request) -> str:
@@ -87,21 +88,21 @@ def _finish(request: Request, response: HttpResponseBase, *, state: str, seconds
         # Django's own If-None-Match handling (weak comparison, "*", lists),
         # which copies ETag and Cache-Control onto the 304.
         conditional = get_conditional_response(request, etag=response["ETag"], response=response)
-        if conditional is not response:
+        if conditional is not None and conditional is not response:
             conditional[CACHE_HEADER] = state
             return conditional
     return response
 
 
-def _rendered(view: APIView, request: Request, response: HttpResponseBase, args: Any, kwargs: Any) -> HttpResponse:
-    response = view.finalize_response(request, response, *args, **kwargs)
+def _rendered(view: APIView, request: Request, response: Response, args: Any, kwargs: Any) -> Response:
+    finalized = view.finalize_response(request, response, *args, **kwargs)
     # A DRF Response renders lazily, after the view returns; the body is
     # needed now. dispatch() finalizes it again, which changes nothing.
-    response.render()  # type: ignore[attr-defined]
-    return response  # type: ignore[return-value]
+    finalized.render()
+    return finalized
 
 
-def cache_response(handler: Handler) -> Handler:
+def cache_response(handler: Handler) -> Callable[..., HttpResponseBase]:
     @functools.wraps(handler)
     def wrapper(view: APIView, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         seconds: int = settings.STATS_CACHE_SECONDS
@@ -120,9 +121,9 @@ def cache_response(handler: Handler) -> Handler:
             return _finish(request, response, state="error", seconds=0, view=name)
 
         if entry is not None:
-            response = HttpResponse(entry["body"], status=entry["status"], content_type=entry["content_type"])
-            response["Age"] = str(max(0, int(time.time() - entry["stored_at"])))
-            return _finish(request, response, state="hit", seconds=seconds, view=name)
+            cached = HttpResponse(entry["body"], status=entry["status"], content_type=entry["content_type"])
+            cached["Age"] = str(max(0, int(time.time() - entry["stored_at"])))
+            return _finish(request, cached, state="hit", seconds=seconds, view=name)
 
         response = _rendered(view, request, handler(view, request, *args, **kwargs), args, kwargs)
         if response.status_code in CACHEABLE_STATUSES:

@@ -14,7 +14,13 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from apps.cache import metrics
-from apps.cache.services import SNAPSHOT_KEY, SNAPSHOT_RETENTION_SECONDS, InfoSnapshot, info_snapshot_store, redis_client
+from apps.cache.services import (
+    SNAPSHOT_KEY,
+    SNAPSHOT_RETENTION_SECONDS,
+    InfoSnapshot,
+    info_snapshot_store,
+    redis_client,
+)
 from apps.metrics.cache_backends import ERROR, HIT, MISS
 
 logger = logging.getLogger(__name__)
@@ -169,7 +175,7 @@ def _registry() -> Any:
     """The multiprocess registry over every gunicorn worker's files when
     PROMETHEUS_MULTIPROC_DIR is set (as /api/v1/performance/metrics reads
     it), else this process's own."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         return registry
@@ -207,7 +213,7 @@ def local_memory_stats(backend: LocMemCache) -> LocalMemoryStats:
         # Django's LocMemCache keeps no counters; its dict and its cull
         # threshold are all there is to read.
         entries=len(backend._cache),  # type: ignore[attr-defined]
-        max_entries=backend._max_entries,  # type: ignore[attr-defined]
+        max_entries=backend._max_entries,
         note=(
             "The local-memory cache lives inside each web worker process: the entry count is that of the worker "
             "that answered. Django tracks no memory use, evictions (it culls a third of the entries when full) or "

@@ -1,6 +1,7 @@
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
 
 from apps.cache.selectors import DEFAULT_WINDOW, WINDOWS, cache_stats
 from apps.core.permissions import StaffRequest, staff_required
@@ -9,9 +10,13 @@ from apps.core.permissions import StaffRequest, staff_required
 POLL_SECONDS = 5
 
 
+class HtmxStaffRequest(StaffRequest):
+    htmx: HtmxDetails
+
+
 @staff_required
 @require_GET
-def overview(request: StaffRequest) -> HttpResponse:
+def overview(request: HtmxStaffRequest) -> HttpResponse:
     window = request.GET.get("window", DEFAULT_WINDOW)
     error = None
     if window not in WINDOWS:

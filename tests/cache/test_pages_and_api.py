@@ -30,7 +30,9 @@ def test_the_page_is_for_staff(outsider_client: Client, viewer_client: Client) -
     assert viewer_client.get("/cache/").status_code == 200
 
 
-def test_the_api_reads_without_sql_beyond_the_token(read_token: str, django_assert_num_queries: DjangoAssertNumQueries) -> None:
+def test_the_api_reads_without_sql_beyond_the_token(
+    read_token: str, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
     client = Client(HTTP_AUTHORIZATION=f"Bearer {read_token}")
     client.get(STATS)  # records the token's last use, once a minute
     cache.clear()

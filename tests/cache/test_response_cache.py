@@ -31,7 +31,7 @@ def test_a_second_poll_is_a_hit_with_the_same_etag(read_token: str) -> None:
     assert (first["X-PerfHub-Cache"], second["X-PerfHub-Cache"]) == ("miss", "hit")
     assert second.content == first.content
     assert second["ETag"] == first["ETag"]
-    assert first["ETag"].startswith('"') and not first["ETag"].startswith('W/')
+    assert first["ETag"].startswith('"') and not first["ETag"].startswith("W/")
     assert second["Cache-Control"] == "private, max-age=5"
     assert second["Content-Type"] == "application/json"
 
