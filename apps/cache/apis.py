@@ -1,6 +1,6 @@
 from dataclasses import asdict
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -87,7 +87,11 @@ class CacheStatsView(APIView):
                 "window", str, enum=list(WINDOWS), default=DEFAULT_WINDOW, description="Window of the Redis rates."
             )
         ],
-        responses={200: CacheStatsSerializer},
+        responses={
+            200: CacheStatsSerializer,
+            304: OpenApiResponse(description="Not modified: the ETag sent in If-None-Match is still current."),
+            400: OpenApiResponse(description='An unknown window: a JSON error naming the field, `{"window": ["…"]}`.'),
+        },
         description="Hit rate, evictions, expirations and ops/s from deltas of Redis INFO snapshots over the "
         "window; memory, clients and keys per database now; PerfHub's own hits, misses and errors per key prefix. "
         "Answers are cached for PERFHUB_STATS_CACHE_SECONDS with an ETag: send If-None-Match to get 304.",

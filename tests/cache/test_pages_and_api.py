@@ -1,11 +1,13 @@
 """Who may see the cache statistics, and what the page and API show on this
 run's cache (Redis or the local-memory default)."""
 
+import io
 import re
 
 import pytest
 from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.management import call_command
 from django.test import Client
 from pytest_django import DjangoAssertNumQueries
 
@@ -91,3 +93,12 @@ def test_an_unknown_window_on_the_page_says_so(viewer_client: Client) -> None:
 
 def test_the_navigation_links_the_cache_page(viewer_client: Client) -> None:
     assert '<a href="/cache/"' in viewer_client.get("/").content.decode()
+
+
+def test_the_snapshot_command_explains_itself_without_redis() -> None:
+    out = io.StringIO()
+    call_command("cache_snapshot", stdout=out)
+    if isinstance(caches["default"], LocMemCache):
+        assert out.getvalue().strip() == "The cache is not Redis: nothing to snapshot."
+    else:
+        assert "stored" in out.getvalue()

@@ -1,10 +1,12 @@
 """Redis statistics over a window, from INFO snapshot deltas, checked on a
 private redis-server whose every hit and miss the test makes itself."""
 
+import io
 import time
 
 import pytest
 from django.core.cache import cache
+from django.core.management import call_command
 from django.test import Client
 from prometheus_client import REGISTRY
 
@@ -115,3 +117,14 @@ def test_redis_down_still_answers(private_redis: PrivateRedis, read_token: str) 
     body = response.json()
     assert body["redis"] is None
     assert body["redis_error"].startswith("Redis is unreachable")
+
+
+def test_the_snapshot_command_starts_windows(private_redis: PrivateRedis) -> None:
+    out = io.StringIO()
+    call_command("cache_snapshot", stdout=out)
+    assert "stored" in out.getvalue()
+    _make_hits_and_misses()
+    redis = cache_stats(window="5m", now=time.time() + 30).redis
+    assert redis is not None
+    assert redis.collecting is True and 29 <= redis.covered_seconds <= 35
+    assert (redis.hits, redis.misses) == (9, 5)
