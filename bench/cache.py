@@ -4,9 +4,9 @@ Serves PerfHub twice under gunicorn, with PerfHub's own gunicorn settings and
 the same number of workers: once with the stats API response cache on
 (PERFHUB_STATS_CACHE_SECONDS, 5 s by default) and once with it off
 (PERFHUB_STATS_CACHE_SECONDS=0). Against each in turn, ten concurrent
-pollers (threads) request the stats endpoints round-robin for --duration
-seconds, each sending If-None-Match with the ETag it last saw for a path,
-as a dashboard does:
+pollers (wrk, one connection per thread, bench/cache.lua) request the stats
+endpoints round-robin for --duration seconds, each sending If-None-Match
+with the ETag it last saw for a path, as a dashboard does:
 
     .venv/bin/python bench/cache.py
     .venv/bin/python bench/cache.py --database-url postgres://postgres@127.0.0.1:5432/perfhub_cache \\
@@ -22,21 +22,21 @@ The last line printed is one JSON object, {"hit_rate": …, "cached_p50_ms": …
 server's answers that came from the response cache (X-PerfHub-Cache: hit,
 304s included), speedup is uncached_p50_ms / cached_p50_ms. Targets:
 hit_rate >= 0.9 and speedup >= 5. The exit status is 0 whether or not they
-are met, and 1 when the measurement itself went wrong (an unexpected status,
-a refused token, a socket error, no path left to poll).
+are met, and 1 when the measurement itself went wrong (wrk missing, an
+unexpected status, a refused token, a socket error, no path left to poll).
 """
 
 import argparse
 import functools
 import http.client
+import json
+import os
+import re
 import statistics
+import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # Run as a script, sys.path[0] is bench/: the repository goes first, so that
@@ -44,9 +44,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
+    BASE_DIR,
     BenchError,
     Server,
     machine_load,
+    measure_in_workdir,
     print_result,
     report_noise,
     serve,
@@ -62,6 +64,8 @@ DEFAULT_PATHS = (
 )
 TARGET_HIT_RATE = 0.9
 TARGET_SPEEDUP = 5.0
+WRK_SCRIPT = BASE_DIR / "bench" / "cache.lua"
+_WRK_LINE = re.compile(r"^cache-wrk: (\{.*\})$", re.MULTILINE)
 # Health answers 503 when something is unhealthy: still a stats body.
 OK_STATUSES = {200, 304, 503}
 
@@ -70,23 +74,20 @@ OK_STATUSES = {200, 304, 503}
 class PhaseRun:
     name: str
     seconds: float
-    latencies_ms: list[float] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
-    cache_states: Counter[str] = field(default_factory=Counter)
-    by_path_ms: dict[str, list[float]] = field(default_factory=dict)
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[int, int]
+    states: dict[str, int]
 
     @property
     def rps(self) -> float:
-        return len(self.latencies_ms) / self.seconds
-
-    @property
-    def p50_ms(self) -> float:
-        return statistics.median(self.latencies_ms)
+        return self.requests / self.seconds
 
     @property
     def hit_rate(self) -> float:
-        counted = self.cache_states["hit"] + self.cache_states["miss"]
-        return self.cache_states["hit"] / counted if counted else 0.0
+        counted = self.states.get("hit", 0) + self.states.get("miss", 0)
+        return self.states.get("hit", 0) / counted if counted else 0.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -156,54 +157,50 @@ def pollable_paths(server: Server, paths: list[str], headers: dict[str, str]) ->
     return kept
 
 
-def poll(
-    server: Server, paths: list[str], headers: dict[str, str], args: argparse.Namespace, seconds: float
-) -> PhaseRun:
-    """args.pollers threads, each polling the paths round-robin with
-    If-None-Match, until seconds have passed."""
-    run = PhaseRun(name=server.name, seconds=seconds)
-    lock = threading.Lock()
-    errors: list[str] = []
-    deadline = time.monotonic() + seconds
-
-    def poller(offset: int) -> None:
-        etags: dict[str, str] = {}
-        number = offset
-        while time.monotonic() < deadline and not errors:
-            path = paths[number % len(paths)]
-            number += 1
-            request_headers = dict(headers)
-            if path in etags:
-                request_headers["If-None-Match"] = etags[path]
-            start = time.perf_counter()
-            try:
-                status, response, _ = get(server, path, request_headers)
-            except OSError as error:
-                errors.append(f"GET {path}: {error}")
-                return
-            elapsed_ms = (time.perf_counter() - start) * 1000
-            if status not in OK_STATUSES:
-                errors.append(f"GET {path} answered {status}")
-                return
-            etag = response.getheader("ETag")
-            if etag:
-                etags[path] = etag
-            with lock:
-                run.latencies_ms.append(elapsed_ms)
-                run.by_path_ms.setdefault(path, []).append(elapsed_ms)
-                run.statuses[status] += 1
-                run.cache_states[response.getheader("X-PerfHub-Cache") or "none"] += 1
-
-    threads = [threading.Thread(target=poller, args=(n,)) for n in range(args.pollers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise BenchError(f"the {server.name} server: {errors[0]}\nserver log:\n{server.log_tail()}")
-    if not run.latencies_ms:
-        raise BenchError(f"no answer from the {server.name} server in {seconds}s")
-    return run
+def poll(server: Server, paths: list[str], secret: str, args: argparse.Namespace, seconds: int) -> PhaseRun:
+    """wrk with one connection per poller (see bench/cache.lua), polling the
+    paths round-robin with If-None-Match, for seconds."""
+    command = [
+        "wrk",
+        f"-t{args.pollers}",
+        f"-c{args.pollers}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        server.url("/"),
+        "--",
+        *paths,
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        env={**os.environ, "PERFHUB_BENCH_TOKEN": secret},
+    )
+    output = result.stdout + result.stderr
+    line = _WRK_LINE.search(output)
+    if result.returncode != 0 or line is None:
+        raise BenchError(f"{' '.join(command)} failed:\n{output}")
+    data = json.loads(line.group(1))
+    statuses = {int(code): count for code, count in data["statuses"].items()}
+    errors = {name: count for name, count in data["errors"].items() if count and name != "status"}
+    if set(statuses) - OK_STATUSES or errors:
+        raise BenchError(
+            f"wrk saw unexpected answers or socket errors from the {server.name} server: statuses {statuses}, "
+            f"errors {errors}\nserver log:\n{server.log_tail()}"
+        )
+    return PhaseRun(
+        name=server.name,
+        seconds=data["duration_us"] / 1e6,
+        requests=int(data["requests"]),
+        p50_ms=data["latency_us"]["p50"] / 1000,
+        p99_ms=data["latency_us"]["p99"] / 1000,
+        statuses=statuses,
+        states={str(state): int(count) for state, count in data["states"].items()},
+    )
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, list[PhaseRun]], list[str], list[str]]:
@@ -232,31 +229,27 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, list[Pha
         )
         if args.warmup:
             for server in servers.values():
-                poll(server, paths, headers, args, args.warmup)
+                poll(server, paths, secret, args, args.warmup)
         for number in range(1, args.rounds + 1):
             for name, server in servers.items():
-                run = poll(server, paths, headers, args, args.duration)
+                run = poll(server, paths, secret, args, args.duration)
                 runs[name].append(run)
-                states = ", ".join(f"{state} {count}" for state, count in sorted(run.cache_states.items()))
+                states = ", ".join(f"{state} {count}" for state, count in sorted(run.states.items()))
                 statuses = ", ".join(f"{status}: {count}" for status, count in sorted(run.statuses.items()))
                 print(
-                    f"round {number} {name}: {len(run.latencies_ms)} requests, {run.rps:.1f} rps, "
-                    f"p50 {run.p50_ms:.2f} ms; status {statuses}; X-PerfHub-Cache {states}",
+                    f"round {number} {name}: {run.requests} requests, {run.rps:.1f} rps, p50 {run.p50_ms:.2f} ms, "
+                    f"p99 {run.p99_ms:.2f} ms; status {statuses}; X-PerfHub-Cache {states}",
                     flush=True,
                 )
-                for path, latencies in sorted(run.by_path_ms.items()):
-                    print(f"    {path}: p50 {statistics.median(latencies):.2f} ms over {len(latencies)}", flush=True)
     return runs, paths, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with tempfile.TemporaryDirectory(prefix="perfhub-bench-cache-") as workdir:
-            runs, paths, skipped = measure(args, Path(workdir))
-    except BenchError as error:
-        print(f"cache.py: error: {error}", file=sys.stderr)
+    result = measure_in_workdir("cache.py", "perfhub-bench-cache-", lambda workdir: measure(args, workdir))
+    if result is None:
         return 1
+    runs, paths, skipped = result
 
     cached_p50 = statistics.median(run.p50_ms for run in runs["cached"])
     uncached_p50 = statistics.median(run.p50_ms for run in runs["uncached"])
@@ -265,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     met = {"hit_rate": hit_rate >= TARGET_HIT_RATE, "speedup": speedup >= TARGET_SPEEDUP}
     if args.rounds > 1:
         report_noise(runs)
-    cached_304 = sum(run.statuses[304] for run in runs["cached"]) / sum(len(run.latencies_ms) for run in runs["cached"])
+    cached_304 = sum(run.statuses.get(304, 0) for run in runs["cached"]) / sum(run.requests for run in runs["cached"])
     print(
         f"hit rate {hit_rate:.3f} (target >= {TARGET_HIT_RATE}: {'met' if met['hit_rate'] else 'NOT met'}); "
         f"p50 cached {cached_p50:.2f} ms, uncached {uncached_p50:.2f} ms, speedup {speedup:.1f}x "
