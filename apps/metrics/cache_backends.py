@@ -18,10 +18,10 @@ never grow the label set. A new kind of key gets its prefix added here.
 
 This runs on every cache call of every request, so it is kept to a couple of
 string finds and a dict lookup; the labelled counter children are resolved
-once per (backend, prefix, result). Measured on a shared 2-core machine
-(``key_prefix`` plus ``count_lookup``, 200,000 calls): about 1 µs per lookup
-with the process registry, 2.5 µs with the multiprocess files, next to
-4-5 µs for a bare local-memory ``get``.
+once per (backend, prefix, result). bench/cache_backend.py measures it: on
+a shared 2-core machine, ``key_prefix`` plus ``count_lookup`` took about
+1 µs per lookup with the process registry and 2.5 µs with the multiprocess
+files, next to 4-5 µs for a bare local-memory ``get``.
 """
 
 import functools
