@@ -5,7 +5,7 @@ import re
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Page, Request, Route, expect
 
 from tests.browser.test_pages import log_in
 
@@ -28,7 +28,19 @@ def test_the_cache_page_polls_while_visible_and_switches_windows(
         pass
     assert first_poll.value.url.endswith("/cache/?window=5m")
 
+    # A poll that answers while a newly chosen window is loading must not
+    # leave the page on the old window (the choice's target replaced under
+    # it): the poll is dropped while the choice is in flight.
+    held: list[Route] = []
+    page.route(re.compile(r"/cache/\?window=1h$"), lambda route: held.append(route))
     page.get_by_role("navigation", name="Window").get_by_role("link", name="1h", exact=True).click()
+    while not held:
+        page.wait_for_timeout(50)
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    page.wait_for_timeout(1_000)
+    for route in held:
+        route.continue_()
+    page.unroute(re.compile(r"/cache/\?window=1h$"))
     expect(page).to_have_url(re.compile(r"/cache/\?window=1h$"))
     expect(page.locator('.window-chooser a[aria-current="true"]')).to_have_text("1h")
     expect(page.get_by_role("heading", level=2, name="PerfHub’s lookups per key prefix")).to_be_visible()
