@@ -215,6 +215,10 @@ else:
 
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
+# Seconds the stats API endpoints keep a computed body in the shared cache
+# for pollers (apps.cache.response_cache); 0 turns that off.
+STATS_CACHE_SECONDS = env_int("PERFHUB_STATS_CACHE_SECONDS", 5, minimum=0, maximum=300)
+
 # --- Auth -----------------------------------------------------------------
 
 LOGIN_URL = "login"
