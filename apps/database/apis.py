@@ -4,6 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.cache.response_cache import cache_response
 from apps.core.permissions import IsStaffOrReadToken
 from apps.database.selectors import DEFAULT_WINDOW, WINDOWS, database_stats, window_get
 
@@ -55,6 +56,7 @@ class DatabaseStatsView(APIView):
         parameters=[DatabaseStatsQuerySerializer],
         responses={200: DatabaseStatsSerializer},
     )
+    @cache_response
     def get(self, request: Request) -> Response:
         query = DatabaseStatsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

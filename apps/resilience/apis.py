@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.cache.response_cache import cache_response
 from apps.core.permissions import IsAdminOrAdminToken, IsStaffOrReadToken
 from apps.resilience.health import health_report
 from apps.resilience.models import BreakerReset
@@ -76,6 +77,7 @@ class ResilienceView(DatabaseDownIs503):
         summary="Circuit breakers and degradation modes",
         responses=ResilienceSerializer,
     )
+    @cache_response
     def get(self, request: Request) -> Response:
         return Response(ResilienceSerializer(resilience_overview()).data)
 

@@ -40,11 +40,12 @@ class ResilientCacheMixin:
         """The backend without the breaker: health checks want the real error."""
         return super()
 
-    def get(self, key: Any, default: Any = None, version: int | None = None, **kwargs: Any) -> Any:
-        return self._guarded(super().get, default, key, default, version, **kwargs)  # type: ignore[misc]
+    # The signatures of django-redis' RedisCache, which both backends below extend.
+    def get(self, key: Any, default: Any = None, version: Any = None, client: Any = None) -> Any:
+        return self._guarded(super().get, default, key, default, version, client=client)  # type: ignore[misc]
 
-    def get_many(self, keys: Any, version: int | None = None, **kwargs: Any) -> Any:
-        return self._guarded(super().get_many, {}, keys, version=version, **kwargs)  # type: ignore[misc]
+    def get_many(self, keys: Any, version: Any = None, client: Any = None) -> dict[Any, Any]:
+        return self._guarded(super().get_many, {}, keys, version=version, client=client)  # type: ignore[misc]
 
     def has_key(self, key: Any, version: int | None = None, **kwargs: Any) -> Any:
         return self._guarded(super().has_key, False, key, version=version, **kwargs)  # type: ignore[misc]

@@ -45,6 +45,9 @@ def default_jobs() -> list[PeriodicJob]:
         # pg_stat_statements and size snapshots: the slow-query windows and
         # size growth are differences between them.
         PeriodicJob("database_snapshot", interval=300),
+        # Redis INFO counters: the cache page's windows are differences
+        # between these snapshots, so they fill even when nobody is looking.
+        PeriodicJob("cache_snapshot", interval=30),
     ]
 
 
