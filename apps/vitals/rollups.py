@@ -131,6 +131,14 @@ class Aggregate:
         self.sketch.add(value, signed)
 
 
+class DenseAggregate(Aggregate):
+    """An Aggregate stored with its sketch in the dense form: DimensionRollup
+    rows, which the dashboards merge by the thousand (Sketch.to_dense_json)."""
+
+    def columns(self) -> dict[str, Any]:
+        return {**{c: getattr(self, c) for c in self.SUMS}, "sketch": self.sketch.to_dense_json()}
+
+
 @dataclass
 class AttributionAggregate:
     """An AttributionRollup row's totals, or the change to them."""
@@ -196,7 +204,7 @@ class RollupDelta:
         self.dimensions = dimensions
         self.aggregates: dict[RollupKey, Aggregate] = {}
         # Hour blocks only; the larger ones are folded from these in apply().
-        self.hourly: dict[DimensionKey, Aggregate] = {}
+        self.hourly: dict[DimensionKey, DenseAggregate] = {}
         self.attributions: dict[AttributionKey, AttributionAggregate] = {}
 
     def add(self, row: Mapping[str, Any], sign: int = 1) -> None:
@@ -218,7 +226,7 @@ class RollupDelta:
             dimension_key = (site_id, dimension, HOUR, hour, name, "" if dimension == "site" else row[dimension])
             block = self.hourly.get(dimension_key)
             if block is None:
-                block = self.hourly[dimension_key] = Aggregate()
+                block = self.hourly[dimension_key] = DenseAggregate()
             block.add(row["value"], row["rating"], row["weight"], sign)
         if row.get("attribution"):
             excess = max(0.0, row["value"] - THRESHOLDS[name][0])
@@ -252,14 +260,19 @@ class RollupDelta:
     def __len__(self) -> int:
         return len(self.aggregates)
 
-    def dimension_aggregates(self) -> dict[DimensionKey, Aggregate]:
+    def dimension_aggregates(self) -> dict[DimensionKey, DenseAggregate]:
         """The DimensionRollup deltas: the hour blocks ``add`` counted, and
         the larger blocks folded from them (a batch spans few hours, so this
         is a few folds per hour block, not per metric)."""
         out = dict(self.hourly)
         for (site_id, dimension, _, hour, name, value), aggregate in self.hourly.items():
             for seconds in LEVELS[1:]:
-                _fold(out, (site_id, dimension, seconds, block_start(hour, seconds), name, value), aggregate)
+                _fold(
+                    out,
+                    (site_id, dimension, seconds, block_start(hour, seconds), name, value),
+                    aggregate,
+                    DenseAggregate,
+                )
         return out
 
     def attribution_aggregates(self) -> dict[AttributionKey, AttributionAggregate]:

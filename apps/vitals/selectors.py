@@ -16,7 +16,7 @@ from apps.vitals.beacon import THRESHOLDS, rating_for
 from apps.vitals.filters import FILTER_DIMENSIONS, DashboardQuery
 from apps.vitals.models import AttributionRollup, DimensionRollup, Rating, Rollup, Site
 from apps.vitals.rollups import HOUR, AttributionAggregate, block_start, blocks
-from apps.vitals.sketch import Sketch
+from apps.vitals.sketch import DenseSum, Sketch
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ _Z95 = 1.959963984540054
 
 @dataclass
 class Group:
-    """Merged rollup rows: weighted rating counts and one sketch."""
+    """Merged rollup rows: weighted rating counts and one histogram."""
 
     samples: int = 0
     weight: float = 0.0
@@ -118,7 +118,8 @@ class Group:
     needs_improvement: float = 0.0
     poor: float = 0.0
     value_sum: float = 0.0
-    sketch: Sketch = field(default_factory=Sketch)
+    dense: DenseSum = field(default_factory=DenseSum)
+    _sketch: Sketch | None = None
 
     def add_row(self, totals: tuple[Any, ...]) -> None:
         """Add a row's totals: samples, weight, good, needs improvement,
@@ -130,10 +131,27 @@ class Group:
         self.needs_improvement += needs_improvement
         self.poor += poor
         self.value_sum += value_sum
-        self.sketch.merge(Sketch.from_json(sketch))
+        self.dense.add_json(sketch)
+        self._sketch = None
+
+    def add_group(self, other: "Group") -> None:
+        self.samples += other.samples
+        self.weight += other.weight
+        self.good += other.good
+        self.needs_improvement += other.needs_improvement
+        self.poor += other.poor
+        self.value_sum += other.value_sum
+        self.dense.add(other.dense)
+        self._sketch = None
+
+    @property
+    def sketch(self) -> Sketch:
+        if self._sketch is None:
+            self._sketch = self.dense.sketch()
+        return self._sketch
 
     def quantile(self, q: float) -> float | None:
-        return self.sketch.quantile(q) if self.samples > 0 else None
+        return self.dense.quantile(q) if self.samples > 0 else None
 
     def shares(self) -> tuple[float, float, float]:
         """Good, needs-improvement and poor as fractions of the weight."""
@@ -194,7 +212,8 @@ def grouped_rollups(
                 condition |= Q(bucket_seconds=seconds, bucket_start__in=block_starts)
             rows = rows.filter(condition)
         # The dimension's value stands in for the dimension asked ``by``.
-        return _group(rows, ("name", *("value" for _ in by)), per_bucket, time_range.resolution)
+        # Hundreds of rows at most: fetched at once, not through a cursor.
+        return _group(rows, ("name", *("value" for _ in by)), per_bucket, time_range.resolution, stream=False)
     full = Rollup.objects.filter(
         site=query.site,
         name__in=names,
@@ -202,17 +221,18 @@ def grouped_rollups(
         bucket_start__lt=time_range.end,
         **filters,
     )
-    return _group(full, ("name", *by), per_bucket, time_range.resolution)
+    return _group(full, ("name", *by), per_bucket, time_range.resolution, stream=True)
 
 
 _TOTALS = ("bucket_start", "samples", "weight", "good", "needs_improvement", "poor", "value_sum", "sketch")
 
 
 def _group(
-    rows: QuerySet[Any], key_fields: tuple[str, ...], per_bucket: bool, resolution: int
+    rows: QuerySet[Any], key_fields: tuple[str, ...], per_bucket: bool, resolution: int, *, stream: bool
 ) -> dict[tuple[Any, ...], Group]:
     groups: dict[tuple[Any, ...], Group] = {}
-    for row in rows.values_list(*key_fields, *_TOTALS).iterator(chunk_size=5000):
+    values = rows.values_list(*key_fields, *_TOTALS)
+    for row in values.iterator(chunk_size=5000) if stream else values:
         key: tuple[Any, ...] = row[: len(key_fields)]
         if per_bucket:
             key = (*key, floor_to(row[len(key_fields)], resolution))
@@ -290,8 +310,7 @@ def vitals_summary(query: DashboardQuery) -> VitalsSummary:
     totals: dict[str, Group] = {}
     per_bucket: dict[str, dict[datetime, Group]] = {}
     for (name, bucket), group in current.items():
-        total = totals.setdefault(name, Group())
-        _merge_group(total, group)
+        totals.setdefault(name, Group()).add_group(group)
         per_bucket.setdefault(name, {})[bucket] = group
     cards = []
     p75s: dict[str, float | None] = {}
@@ -325,16 +344,6 @@ def vitals_summary(query: DashboardQuery) -> VitalsSummary:
         passes = all(rating_for(name, v) == Rating.GOOD for name, v in core.items() if v is not None)
     score, parts = performance_score(p75s)
     return VitalsSummary(cards=cards, core_web_vitals_pass=passes, score=score, score_parts=parts)
-
-
-def _merge_group(into: Group, other: Group) -> None:
-    into.samples += other.samples
-    into.weight += other.weight
-    into.good += other.good
-    into.needs_improvement += other.needs_improvement
-    into.poor += other.poor
-    into.value_sum += other.value_sum
-    into.sketch.merge(other.sketch)
 
 
 def _relative_change(before: float | None, after: float | None) -> float | None:

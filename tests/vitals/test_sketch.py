@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.vitals.sketch import RELATIVE_ACCURACY, Sketch
+from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch
 
 values = st.lists(
     st.one_of(
@@ -99,3 +99,37 @@ def test_the_json_form_is_compact() -> None:
     bins = sketch.to_json()["b"]
     assert isinstance(bins, dict)
     assert all(isinstance(w, int) for w in bins.values())
+
+
+@given(
+    parts=st.lists(
+        st.lists(
+            st.tuples(st.floats(min_value=0, max_value=120_000, allow_nan=False), st.sampled_from([1.0, 2.0, 1 / 0.3])),
+            max_size=40,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    q=st.floats(min_value=0, max_value=1),
+)
+def test_dense_sums_answer_as_merged_sketches(parts: list[list[tuple[float, float]]], q: float) -> None:
+    """DenseSum (the dashboards' fast path) adds stored sketches, dense or
+    sparse, to the same histogram and quantiles as Sketch.merge."""
+    merged, dense = Sketch(), DenseSum()
+    for i, part in enumerate(parts):
+        sketch = Sketch()
+        for value, weight in part:
+            sketch.add(value, weight)
+        merged.merge(sketch)
+        dense.add_json(sketch.to_dense_json() if i % 2 else sketch.to_json())
+    assert dense.sketch() == merged
+    assert dense.quantile(q) == merged.quantile(q)
+    assert Sketch.from_json(merged.to_dense_json()) == merged
+
+
+def test_dense_sums_drop_what_cancels_out() -> None:
+    dense = DenseSum()
+    dense.add_json(Sketch.of([100.0, 200.0]).to_dense_json())
+    dense.add_json(Sketch.of([200.0], weight=-1).to_dense_json())
+    assert dense.sketch() == Sketch.of([100.0])
+    assert dense.quantile(1) == Sketch.of([100.0]).quantile(1)
