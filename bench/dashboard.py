@@ -145,6 +145,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --reuse: skip the rollup rebuild when the rollups already count every raw row",
     )
+    parser.add_argument(
+        "--seed-only", action="store_true", help="seed (or keep, with --reuse) the raw rows, then stop: no figures"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated data (default: %(default)s)")
     parser.add_argument(
         "--overview-path",
@@ -196,9 +199,18 @@ def configure_django(args: argparse.Namespace, data_dir: Path) -> None:
     )
     if args.redis_url:
         os.environ["REDIS_URL"] = args.redis_url
+    # WhiteNoise warns about a missing static root on every start.
+    (data_dir / "static").mkdir(parents=True)
     sys.path.insert(0, str(BASE_DIR))
     import django
+    from django.conf import settings
 
+    # Static URLs without the manifest's hashes, so that pages render with
+    # no collectstatic first; what this skips per URL is one dict lookup.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     django.setup()
 
 
@@ -666,16 +678,21 @@ def accuracy(site: "Site", query: "DashboardQuery") -> Accuracy:
     )
 
 
-def main_commit() -> str | None:
+def git(*command: str) -> str | None:
+    """The commit measured, for the figures to name it; None outside git."""
     import subprocess
 
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=BASE_DIR, capture_output=True, text=True, check=True
-        )
+        out = subprocess.run(["git", *command], cwd=BASE_DIR, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip()
+
+
+def main_commit() -> str | None:
+    """The newest commit of main that the measured code contains."""
+    base = git("merge-base", "HEAD", "main")
+    return base[:7] if base else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -686,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
             site = prepare(args)
             query = dashboard_query(site)
             seeded = seed(site, args, query.time_range.start)
+            if args.seed_only:
+                return 0
             rollups = rollups_build(site, args, seeded)
             rollups_check(rollups, seeded.metrics)
             query = dashboard_query(site)
@@ -703,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": seeded.metrics,
         "overview_p95_ms": round(overview_p95, 2),
         "raw_percentile_ms": round(raw_ms, 1),
-        "speedup": round(speedup, 1),
+        "speedup": round(speedup, 1) if speedup >= 1 else round(speedup, 4),
         "max_rel_error": round(accurate.max_rel_error_disc, 5),
     }
     met = {
@@ -743,7 +762,9 @@ def main(argv: list[str] | None = None) -> int:
             "rollup_build_s": round(rollups.seconds, 1) if rollups.seconds is not None else None,
             "rollup_rows": rollups.rows,
             "rollup_rows_by_bucket_seconds": {str(g): n for g, n in rollups.rows_by_grain.items()},
-            "commit": main_commit(),
+            "commit": git("rev-parse", "--short", "HEAD"),
+            # The newest commit of main this one contains.
+            "main_commit": main_commit(),
         }
     )
     return 0 if accurate.exact_counts else 1
