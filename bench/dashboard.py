@@ -146,6 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --reuse: skip the rollup rebuild when the rollups already count every raw row",
     )
     parser.add_argument(
+        "--site",
+        default=SITE_NAME,
+        help="the site seeded and measured; its rows and rollups are replaced (default: %(default)s)",
+    )
+    parser.add_argument(
         "--seed-only", action="store_true", help="seed (or keep, with --reuse) the raw rows, then stop: no figures"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated data (default: %(default)s)")
@@ -337,7 +342,7 @@ def prepare(args: argparse.Namespace) -> "Site":
     from apps.vitals.services import site_create
 
     call_command("migrate", interactive=False, verbosity=0)
-    return Site.objects.filter(name=SITE_NAME).first() or site_create(name=SITE_NAME, allowed_origins=["*"])
+    return Site.objects.filter(name=args.site).first() or site_create(name=args.site, allowed_origins=["*"])
 
 
 def raw_extent(site: "Site") -> tuple[int, datetime | None, datetime | None]:
@@ -435,12 +440,45 @@ def seed(site: "Site", args: argparse.Namespace, window_start: datetime) -> Seed
 @dataclass
 class Rollups:
     seconds: float | None
-    rows: int
-    samples_by_grain: dict[int, int]
+    """None when the rollups of an earlier run were kept (--keep-rollups)."""
     rows_by_grain: dict[int, int]
+    """Rollup rows per bucket size in seconds."""
+    samples_by_grain: dict[int, int]
+    dimension_rows_by_level: dict[int, int]
+    """DimensionRollup rows per block size in seconds."""
+    dimension_samples: dict[tuple[str, int], int]
+    """DimensionRollup samples per (dimension, block size)."""
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_grain.values())
+
+    @property
+    def dimension_rows(self) -> int:
+        return sum(self.dimension_rows_by_level.values())
+
+    def problems(self, metrics: int) -> list[str]:
+        """Where the rollups do not count each of ``metrics`` raw rows once.
+
+        Minute and hour Rollup rows share the raw rows between them (the
+        recent past in minutes, the rest in hours); DimensionRollup rows
+        count every raw row once per dimension and block size."""
+        from apps.vitals.models import DIMENSION_GRAINS
+        from apps.vitals.rollups import LEVELS
+
+        found = []
+        counted = sum(n for grain, n in self.samples_by_grain.items() if grain in (60, 3600))
+        if counted != metrics:
+            found.append(f"Rollup rows (minute and hour buckets) count {counted:,} samples")
+        for dimension in DIMENSION_GRAINS:
+            for level in LEVELS:
+                counted = self.dimension_samples.get((dimension, level), 0)
+                if counted != metrics:
+                    found.append(f"DimensionRollup rows of {dimension} in {level}s blocks count {counted:,} samples")
+        return found
 
 
-def rollup_counts(site: "Site") -> tuple[dict[int, int], dict[int, int]]:
+def rollup_census(site: "Site", seconds: float | None) -> Rollups:
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -449,8 +487,23 @@ def rollup_counts(site: "Site") -> tuple[dict[int, int], dict[int, int]]:
             "GROUP BY bucket_seconds ORDER BY bucket_seconds",
             [site.pk],
         )
-        found = cursor.fetchall()
-    return {int(g): int(s) for g, _, s in found}, {int(g): int(n) for g, n, _ in found}
+        rollups = cursor.fetchall()
+        cursor.execute(
+            "SELECT dimension, bucket_seconds, count(*), coalesce(sum(samples), 0) FROM vitals_dimensionrollup "
+            "WHERE site_id = %s GROUP BY dimension, bucket_seconds",
+            [site.pk],
+        )
+        dimensions = cursor.fetchall()
+    levels: dict[int, int] = {}
+    for _, level, rows, _ in dimensions:
+        levels[int(level)] = levels.get(int(level), 0) + int(rows)
+    return Rollups(
+        seconds=seconds,
+        rows_by_grain={int(g): int(n) for g, n, _ in rollups},
+        samples_by_grain={int(g): int(s) for g, _, s in rollups},
+        dimension_rows_by_level=dict(sorted(levels.items())),
+        dimension_samples={(d, int(level)): int(s) for d, level, _, s in dimensions},
+    )
 
 
 def rollups_build(site: "Site", args: argparse.Namespace, seeded: Seeded) -> Rollups:
@@ -459,38 +512,34 @@ def rollups_build(site: "Site", args: argparse.Namespace, seeded: Seeded) -> Rol
 
     from apps.vitals.services import rollups_rebuild
 
-    samples, rows = rollup_counts(site)
-    if args.keep_rollups and seeded.seconds is None and rollups_complete(samples, seeded.metrics):
-        print(f"keeping the {sum(rows.values()):,} rollup rows already built (--keep-rollups)")
-        return Rollups(seconds=None, rows=sum(rows.values()), samples_by_grain=samples, rows_by_grain=rows)
+    if args.keep_rollups and seeded.seconds is None:
+        kept = rollup_census(site, None)
+        if not kept.problems(seeded.metrics):
+            print(f"keeping the {kept.rows:,} + {kept.dimension_rows:,} rollup rows already built (--keep-rollups)")
+            return kept
     print(f"building rollups with rollups_rebuild ({machine_load()})", flush=True)
     began = time.perf_counter()
     rollups_rebuild(site=site, since=seeded.first, until=seeded.last)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE vitals_rollup")
-    seconds = time.perf_counter() - began
-    samples, rows = rollup_counts(site)
+        cursor.execute("ANALYZE vitals_rollup, vitals_dimensionrollup")
+    built = rollup_census(site, time.perf_counter() - began)
     print(
-        f"built {sum(rows.values()):,} rollup rows in {seconds:.1f}s; rows by bucket size: "
-        + ", ".join(f"{grain}s: {count:,}" for grain, count in rows.items())
+        f"built rollups in {built.seconds:.1f}s: {built.rows:,} Rollup rows ("
+        + ", ".join(f"{grain}s: {count:,}" for grain, count in built.rows_by_grain.items())
+        + f"), {built.dimension_rows:,} DimensionRollup rows ("
+        + ", ".join(f"{level}s: {count:,}" for level, count in built.dimension_rows_by_level.items())
+        + ")"
     )
-    return Rollups(seconds=seconds, rows=sum(rows.values()), samples_by_grain=samples, rows_by_grain=rows)
-
-
-def rollups_complete(samples_by_grain: dict[int, int], metrics: int) -> bool:
-    """Minute and hour rollups partition the raw rows between them (the
-    recent past in minutes, the rest in hours): together they count each
-    row once."""
-    return sum(n for grain, n in samples_by_grain.items() if grain in (60, 3600)) == metrics
+    return built
 
 
 def rollups_check(rollups: Rollups, metrics: int) -> None:
     """The sanity check: the rollups must count every raw row once."""
-    counted = sum(n for grain, n in rollups.samples_by_grain.items() if grain in (60, 3600))
-    if counted != metrics:
+    problems = rollups.problems(metrics)
+    if problems:
         raise BenchError(
-            f"the rollups count {counted:,} samples (minute and hour buckets) for {metrics:,} raw rows: "
-            "the figures below would compare different data"
+            f"the rollups do not count the {metrics:,} raw rows once, so the figures would compare different "
+            "data: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
         )
 
 
@@ -762,6 +811,10 @@ def main(argv: list[str] | None = None) -> int:
             "rollup_build_s": round(rollups.seconds, 1) if rollups.seconds is not None else None,
             "rollup_rows": rollups.rows,
             "rollup_rows_by_bucket_seconds": {str(g): n for g, n in rollups.rows_by_grain.items()},
+            "dimension_rollup_rows": rollups.dimension_rows,
+            "dimension_rollup_rows_by_block_seconds": {
+                str(level): n for level, n in rollups.dimension_rows_by_level.items()
+            },
             "commit": git("rev-parse", "--short", "HEAD"),
             # The newest commit of main this one contains.
             "main_commit": main_commit(),
