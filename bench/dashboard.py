@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated data (default: %(default)s)")
     parser.add_argument(
         "--overview-path",
-        default="/vitals/sites/{site}/overview/?range=28d&p=75",
+        default="/vitals/s/{site}/?range=28d&p=75",
         help="the overview page, {site} being the site's name (default: %(default)s); when it does not answer "
         "200 from rollups, the selectors behind it are timed instead",
     )
