@@ -772,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         "overview_p95_ms": round(overview_p95, 2),
         "raw_percentile_ms": round(raw_ms, 1),
         "speedup": round(speedup, 1) if speedup >= 1 else round(speedup, 4),
-        "max_rel_error": round(accurate.max_rel_error_disc, 5),
+        "max_rel_error": round(accurate.max_rel_error_disc, 6),
     }
     met = {
         "overview_p95_ms": overview_p95 <= TARGETS["overview_p95_ms"],
@@ -804,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
             "overview_requests": len(overview.timings_ms),
             "raw_percentile_runs_ms": [round(t, 1) for t in raw],
             "max_rel_error_against": "percentile_disc",
-            "max_rel_error_cont": round(accurate.max_rel_error_cont, 5),
+            "max_rel_error_cont": round(accurate.max_rel_error_cont, 6),
             "p75s_compared": accurate.compared,
             "sample_counts_exact": accurate.exact_counts,
             "seed_s": round(seeded.seconds, 1) if seeded.seconds is not None else None,
