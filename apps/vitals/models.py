@@ -250,3 +250,39 @@ class DimensionRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site_id} {self.dimension}={self.value} {self.name} @ {self.bucket_start:%Y-%m-%d %H:%M}"
+
+
+class AttributionRollup(models.Model):
+    """What the metrics of one time block, route and metric name blame: per
+    element, resource, interaction target, script or shift source (``kind``
+    and ``key``, see apps.vitals.attribution), the weighted page views, the
+    weighted excess over the "good" threshold (the impact the dashboards
+    rank by) and weighted sums of each phase, for their means. Blocks as
+    DimensionRollup's; written in the same transaction from the same rows."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False)
+    bucket_seconds = models.PositiveIntegerField()
+    bucket_start = models.DateTimeField()
+    name = models.CharField(max_length=4)
+    route = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16)
+    key = models.CharField(max_length=200, blank=True)
+    samples = models.IntegerField(default=0)
+    weight = models.FloatField(default=0.0)
+    value_sum = models.FloatField(default=0.0, help_text="Weighted sum of the metric's values.")
+    excess_sum = models.FloatField(default=0.0, help_text="Weighted sum of how far values exceed “good”.")
+    phase_sums = models.JSONField(default=dict, help_text="Phase name to the weighted sum of its durations.")
+    phase_weights = models.JSONField(default=dict, help_text="Phase name to the weight of metrics reporting it.")
+
+    class Meta:
+        constraints = [
+            # Also the attribution pages' index: one site, level and list of
+            # block starts, then the metric name.
+            models.UniqueConstraint(
+                fields=["site", "bucket_seconds", "bucket_start", "name", "route", "kind", "key"],
+                name="vitals_attrrollup_block_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.name} {self.kind}={self.key} @ {self.bucket_start:%Y-%m-%d %H:%M}"

@@ -8,16 +8,18 @@ building them from all raw rows at once (see ``rollups_rebuild``).
 """
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import connection
 from django.db.models import Model, Q
 from django.utils import timezone
 
-from apps.vitals.models import DIMENSION_GRAINS, DimensionRollup, Rating, Rollup
+from apps.vitals.attribution import attribution_parts
+from apps.vitals.beacon import THRESHOLDS
+from apps.vitals.models import DIMENSION_GRAINS, AttributionRollup, DimensionRollup, Rating, Rollup
 from apps.vitals.sketch import Sketch
 
 # Minute buckets for the recent past, where dashboards zoom in; hour
@@ -38,6 +40,8 @@ BLOCK_ORIGIN = datetime(1970, 1, 5, tzinfo=UTC)
 RollupKey = tuple[Any, ...]  # (site_id, bucket_seconds, bucket_start, *Rollup.DIMENSIONS)
 # (site_id, dimension, bucket_seconds, bucket_start, name, value)
 DimensionKey = tuple[int, str, int, datetime, str, str]
+# (site_id, bucket_seconds, bucket_start, name, route, kind, key)
+AttributionKey = tuple[int, int, datetime, str, str, str, str]
 
 
 def block_start(moment: datetime, seconds: int) -> datetime:
@@ -80,6 +84,8 @@ def bucket_for(occurred_at: datetime, *, now: datetime | None = None) -> tuple[i
 
 @dataclass
 class Aggregate:
+    """A Rollup or DimensionRollup row's totals, or the change to them."""
+
     samples: int = 0
     weight: float = 0.0
     good: float = 0.0
@@ -87,6 +93,20 @@ class Aggregate:
     poor: float = 0.0
     value_sum: float = 0.0
     sketch: Sketch = field(default_factory=Sketch)
+
+    # Columns the database adds up on conflict, and JSON columns it merges
+    # with the named SQL function.
+    SUMS: ClassVar = ("samples", "weight", "good", "needs_improvement", "poor", "value_sum")
+    MERGES: ClassVar = {"sketch": "vitals_sketch_merge"}
+
+    def columns(self) -> dict[str, Any]:
+        return {**{c: getattr(self, c) for c in self.SUMS}, "sketch": self.sketch.to_json()}
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> "Aggregate":
+        """From a row's SUMS then MERGES columns, in that order."""
+        *sums, sketch = values
+        return cls(**dict(zip(cls.SUMS, sums, strict=True)), sketch=Sketch.from_json(sketch))
 
     def merge(self, other: "Aggregate") -> None:
         self.samples += other.samples
@@ -111,6 +131,61 @@ class Aggregate:
         self.sketch.add(value, signed)
 
 
+@dataclass
+class AttributionAggregate:
+    """An AttributionRollup row's totals, or the change to them."""
+
+    samples: int = 0
+    weight: float = 0.0
+    value_sum: float = 0.0
+    excess_sum: float = 0.0
+    phase_sums: dict[str, float] = field(default_factory=dict)
+    phase_weights: dict[str, float] = field(default_factory=dict)
+
+    SUMS: ClassVar = ("samples", "weight", "value_sum", "excess_sum")
+    MERGES: ClassVar = {"phase_sums": "vitals_json_add", "phase_weights": "vitals_json_add"}
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            **{c: getattr(self, c) for c in self.SUMS},
+            "phase_sums": _dust_free(self.phase_sums),
+            "phase_weights": _dust_free(self.phase_weights),
+        }
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> "AttributionAggregate":
+        """From a row's SUMS then MERGES columns, in that order."""
+        *sums, phase_sums, phase_weights = values
+        return cls(
+            **dict(zip(cls.SUMS, sums, strict=True)), phase_sums=dict(phase_sums), phase_weights=dict(phase_weights)
+        )
+
+    def add(self, value: float, excess: float, phases: Mapping[str, float], weight: float, sign: int) -> None:
+        signed = weight * sign
+        self.samples += sign
+        self.weight += signed
+        self.value_sum += value * signed
+        self.excess_sum += excess * signed
+        for phase, duration in phases.items():
+            self.phase_sums[phase] = self.phase_sums.get(phase, 0.0) + duration * signed
+            self.phase_weights[phase] = self.phase_weights.get(phase, 0.0) + signed
+
+    def merge(self, other: "AttributionAggregate") -> None:
+        self.samples += other.samples
+        self.weight += other.weight
+        self.value_sum += other.value_sum
+        self.excess_sum += other.excess_sum
+        for phase, total in other.phase_sums.items():
+            self.phase_sums[phase] = self.phase_sums.get(phase, 0.0) + total
+        for phase, total in other.phase_weights.items():
+            self.phase_weights[phase] = self.phase_weights.get(phase, 0.0) + total
+
+
+def _dust_free(totals: Mapping[str, float]) -> dict[str, float]:
+    # Sums that cancel out after a re-report are floating-point dust.
+    return {k: v for k, v in totals.items() if abs(v) > 1e-9}
+
+
 class RollupDelta:
     """The change a batch makes to the Rollup rows and, derived from it, to
     the DimensionRollup rows. ``dimensions=False`` leaves the latter alone:
@@ -120,6 +195,9 @@ class RollupDelta:
         self.now = now or timezone.now()
         self.dimensions = dimensions
         self.aggregates: dict[RollupKey, Aggregate] = {}
+        # Hour blocks only; the larger ones are folded from these in apply().
+        self.hourly: dict[DimensionKey, Aggregate] = {}
+        self.attributions: dict[AttributionKey, AttributionAggregate] = {}
 
     def add(self, row: Mapping[str, Any], sign: int = 1) -> None:
         """Count ``row`` (a dict with Metric's columns) in, or out with sign=-1."""
@@ -129,6 +207,27 @@ class RollupDelta:
         if aggregate is None:
             aggregate = self.aggregates[key] = Aggregate()
         aggregate.add(row["value"], row["rating"], row["weight"], sign)
+        if not self.dimensions:
+            return
+        site_id, name = row["site_id"], row["name"]
+        # Buckets start on a minute or an hour.
+        hour = start.replace(minute=0)
+        # Counted straight into each dimension's hour block: adding a value
+        # costs less than merging the Rollup deltas' sketches afterwards.
+        for dimension in DIMENSION_GRAINS:
+            dimension_key = (site_id, dimension, HOUR, hour, name, "" if dimension == "site" else row[dimension])
+            block = self.hourly.get(dimension_key)
+            if block is None:
+                block = self.hourly[dimension_key] = Aggregate()
+            block.add(row["value"], row["rating"], row["weight"], sign)
+        if row.get("attribution"):
+            excess = max(0.0, row["value"] - THRESHOLDS[name][0])
+            for kind, culprit, phases in attribution_parts(name, row["attribution"]):
+                attribution_key = (site_id, HOUR, hour, name, row["route"], kind, culprit)
+                found = self.attributions.get(attribution_key)
+                if found is None:
+                    found = self.attributions[attribution_key] = AttributionAggregate()
+                found.add(row["value"], excess, phases, row["weight"], sign)
 
     def merge_rollup(self, rollup: Rollup) -> None:
         """Fold an existing rollup row into the bucket its start falls in
@@ -154,67 +253,80 @@ class RollupDelta:
         return len(self.aggregates)
 
     def dimension_aggregates(self) -> dict[DimensionKey, Aggregate]:
-        """The DimensionRollup deltas: each Rollup delta counted once per
-        dimension into its hour block, then the hour blocks into the larger
-        ones. Folding the batch's few hour blocks, rather than every row into
-        every level, keeps the cost per metric at one fold per dimension."""
-        hourly: dict[DimensionKey, Aggregate] = {}
-        name_at = 3 + Rollup.DIMENSIONS.index("name")
-        positions = {d: 3 + Rollup.DIMENSIONS.index(d) for d in DIMENSION_GRAINS if d != "site"}
-        for key, aggregate in self.aggregates.items():
-            site_id, hour, name = key[0], block_start(key[2], HOUR), key[name_at]
-            _fold(hourly, (site_id, "site", HOUR, hour, name, ""), aggregate)
-            for dimension, position in positions.items():
-                _fold(hourly, (site_id, dimension, HOUR, hour, name, key[position]), aggregate)
-        out = dict(hourly)
-        for (site_id, dimension, _, hour, name, value), aggregate in hourly.items():
+        """The DimensionRollup deltas: the hour blocks ``add`` counted, and
+        the larger blocks folded from them (a batch spans few hours, so this
+        is a few folds per hour block, not per metric)."""
+        out = dict(self.hourly)
+        for (site_id, dimension, _, hour, name, value), aggregate in self.hourly.items():
             for seconds in LEVELS[1:]:
                 _fold(out, (site_id, dimension, seconds, block_start(hour, seconds), name, value), aggregate)
         return out
 
+    def attribution_aggregates(self) -> dict[AttributionKey, AttributionAggregate]:
+        out = dict(self.attributions)
+        for (site_id, _, hour, *rest), aggregate in self.attributions.items():
+            for seconds in LEVELS[1:]:
+                _fold(out, (site_id, seconds, block_start(hour, seconds), *rest), aggregate, AttributionAggregate)
+        return out
+
     def apply(self) -> int:
-        """Merge into the Rollup and DimensionRollup tables; returns the rows
-        written. Call inside the transaction that wrote the raw rows, holding
-        the site locks."""
+        """Merge into the Rollup, DimensionRollup and AttributionRollup
+        tables; returns the rows written. Call inside the transaction that
+        wrote the raw rows, holding the site locks."""
         if not self.aggregates:
             return 0
-        tables: list[tuple[type[Model], tuple[str, ...], Mapping[tuple[Any, ...], Aggregate]]] = [
+        tables: list[tuple[type[Model], tuple[str, ...], Mapping[tuple[Any, ...], Any]]] = [
             (Rollup, _ROLLUP_KEY, self.aggregates)
         ]
         if self.dimensions:
             tables.append((DimensionRollup, _DIMENSION_KEY, self.dimension_aggregates()))
+            if self.attributions:
+                tables.append((AttributionRollup, _ATTRIBUTION_KEY, self.attribution_aggregates()))
         written = 0
         for model, key_fields, aggregates in tables:
-            if connection.vendor == "postgresql":
+            if connection.vendor != "postgresql":
+                written += _apply_portable(model, key_fields, aggregates)
+            elif model is Rollup:
+                # Rollup deltas are mostly new rows: the database adds the
+                # few that meet a stored one.
                 written += _apply_postgresql(model, key_fields, aggregates)
             else:
-                written += _apply_portable(model, key_fields, aggregates)
+                # Block rows are mostly stored already, with sketches of a
+                # hundred buckets or more: merging them in Python costs a
+                # fraction of what vitals_sketch_merge does in SQL.
+                written += _apply_postgresql(model, key_fields, _merged_with_stored(model, key_fields, aggregates))
         return written
 
 
-_TOTALS = ("samples", "weight", "good", "needs_improvement", "poor", "value_sum")
 _ROLLUP_KEY = ("site_id", "bucket_seconds", "bucket_start", *Rollup.DIMENSIONS)
 _DIMENSION_KEY = ("site_id", "dimension", "bucket_seconds", "bucket_start", "name", "value")
+_ATTRIBUTION_KEY = ("site_id", "bucket_seconds", "bucket_start", "name", "route", "kind", "key")
 
 
-def _fold(into: dict[Any, Aggregate], key: Any, aggregate: Aggregate) -> None:
+def _fold(into: dict[Any, Any], key: Any, aggregate: Any, kind: type = Aggregate) -> None:
     target = into.get(key)
     if target is None:
-        target = into[key] = Aggregate()
+        target = into[key] = kind()
     target.merge(aggregate)
 
 
 def _apply_postgresql(
-    model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Aggregate]
+    model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Any]
 ) -> int:
-    """COPY the deltas into a staging table and add them to the rollup
-    rows in one INSERT ... ON CONFLICT: the database adds the counts and
-    merges the sketches (vitals_sketch_merge, migration 0004), so no
-    rollup row makes a round trip through Python."""
+    """COPY ``aggregates`` into a staging table and write them in one
+    INSERT ... ON CONFLICT. Deltas are added to the stored rows, the database
+    adding the counts and merging the JSON columns (vitals_sketch_merge,
+    migration 0004; vitals_json_add, 0007); ``Stored`` totals, already merged
+    by ``_merged_with_stored``, replace them."""
+    if not aggregates:
+        return 0
+    kind = type(next(iter(aggregates.values())))
+    replace = kind is Stored
+    if replace:
+        kind = type(next(iter(aggregates.values())).aggregate)
     table = model._meta.db_table
     stage = f"{table}_stage"
-    columns = [*key_fields, *_TOTALS, "sketch"]
-    key = ", ".join(key_fields)
+    columns = [*key_fields, *kind.SUMS, *kind.MERGES]
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
@@ -223,21 +335,36 @@ def _apply_postgresql(
         # Emptied at commit, but one transaction may apply several deltas
         # (a rebuild does, and so does a caller's enclosing transaction).
         cursor.execute(f"DELETE FROM {stage}")
+        emptied = []
         with (
             connection.wrap_database_errors,
             cursor.cursor.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy,
         ):
-            for row_key, agg in aggregates.items():
-                copy.write_row([*row_key, *(getattr(agg, t) for t in _TOTALS), json.dumps(agg.sketch.to_json())])
-        additions = ", ".join(f"{t} = {table}.{t} + EXCLUDED.{t}" for t in _TOTALS)
+            for row_key, item in aggregates.items():
+                aggregate = item.aggregate if replace else item
+                if replace and aggregate.samples <= 0:
+                    if item.pk is not None:
+                        emptied.append(item.pk)
+                    continue
+                values = aggregate.columns()
+                copy.write_row(
+                    [*row_key, *(values[c] for c in kind.SUMS), *(json.dumps(values[c]) for c in kind.MERGES)]
+                )
+        if replace:
+            updates = [f"{c} = EXCLUDED.{c}" for c in (*kind.SUMS, *kind.MERGES)]
+        else:
+            updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in kind.SUMS]
+            updates += [f"{c} = {function}({table}.{c}, EXCLUDED.{c})" for c, function in kind.MERGES.items()]
         cursor.execute(
             f"INSERT INTO {table} ({', '.join(columns)}) "
             f"SELECT {', '.join(columns)} FROM {stage} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {additions}, "
-            f"sketch = vitals_sketch_merge({table}.sketch, EXCLUDED.sketch)"
+            f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
         )
         written = cursor.rowcount
-        if any(agg.samples < 0 for agg in aggregates.values()):
+        if emptied:
+            cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [emptied])
+            written += cursor.rowcount
+        elif not replace and any(aggregate.samples < 0 for aggregate in aggregates.values()):
             # Re-reported metrics were taken out: a bucket left empty goes.
             cursor.execute(
                 f"DELETE FROM {table} r USING {stage} s WHERE r.samples <= 0 AND "
@@ -246,66 +373,62 @@ def _apply_postgresql(
     return written
 
 
-def _apply_portable(
-    model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Aggregate]
-) -> int:
-    existing = _existing_rows(model, key_fields, aggregates)
+def _apply_portable(model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Any]) -> int:
+    if not aggregates:
+        return 0
+    kind = type(next(iter(aggregates.values())))
     upserts: list[Model] = []
     emptied: list[int] = []
-    for key, delta in aggregates.items():
-        current = existing.get(key)
-        merged = _merge(current, delta)
-        if merged.samples <= 0:
-            if current is not None:
-                emptied.append(current.pk)
+    for key, stored in _merged_with_stored(model, key_fields, aggregates).items():
+        if stored.aggregate.samples <= 0:
+            if stored.pk is not None:
+                emptied.append(stored.pk)
             continue
-        upserts.append(
-            model(
-                **dict(zip(key_fields, key, strict=True)),
-                **{t: getattr(merged, t) for t in _TOTALS},
-                sketch=merged.sketch.to_json(),
-            )
-        )
-    unique_fields = [f.removesuffix("_id") for f in key_fields]
+        upserts.append(model(**dict(zip(key_fields, key, strict=True)), **stored.aggregate.columns()))
     if upserts:
         model._default_manager.bulk_create(
             upserts,
             batch_size=500,
             update_conflicts=True,
-            unique_fields=unique_fields,
-            update_fields=[*_TOTALS, "sketch"],
+            unique_fields=[f.removesuffix("_id") for f in key_fields],
+            update_fields=[*kind.SUMS, *kind.MERGES],
         )
     if emptied:
         model._default_manager.filter(pk__in=emptied).delete()
     return len(upserts) + len(emptied)
 
 
-def _merge(current: Any, delta: Aggregate) -> Aggregate:
-    if current is None:
-        return delta
-    merged = Aggregate(**{t: getattr(current, t) for t in _TOTALS}, sketch=Sketch.from_json(current.sketch))
-    merged.merge(delta)
-    return merged
+@dataclass
+class Stored:
+    """A row's new totals, the stored ones merged with the delta; ``pk`` of
+    the stored row, None when there was none."""
+
+    pk: int | None
+    aggregate: Any
 
 
-def _existing_rows(
-    model: type[Model], key_fields: tuple[str, ...], aggregates: Iterable[tuple[Any, ...]]
-) -> dict[tuple[Any, ...], Any]:
-    """The rows with these keys. Read by the key's leading columns up to the
-    bucket start (the unique index's prefix), then matched on the rest here:
-    a batch touches few buckets, and one OR of many full keys would make a
-    query too large to plan quickly."""
-    wanted = set(aggregates)
+def _merged_with_stored(
+    model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Any]
+) -> dict[tuple[Any, ...], Stored]:
+    """Each delta merged with its stored row. The rows are read by the key's
+    leading columns up to the bucket start (the unique index's prefix), then
+    matched on the rest here: a batch touches few buckets, and one OR of many
+    full keys would make a query too large to plan quickly."""
+    kind = type(next(iter(aggregates.values())))
     split = key_fields.index("bucket_start")
     starts: dict[tuple[Any, ...], set[datetime]] = {}
-    for key in wanted:
+    for key in aggregates:
         starts.setdefault(key[:split], set()).add(key[split])
     condition = Q()
     for prefix, bucket_starts in starts.items():
         condition |= Q(**dict(zip(key_fields[:split], prefix, strict=True)), bucket_start__in=bucket_starts)
-    found: dict[tuple[Any, ...], Any] = {}
-    for row in model._default_manager.filter(condition):
-        key = tuple(getattr(row, f) for f in key_fields)
-        if key in wanted:
-            found[key] = row
-    return found
+    merged = {key: Stored(pk=None, aggregate=delta) for key, delta in aggregates.items()}
+    width = len(key_fields)
+    rows = model._default_manager.filter(condition).values_list("pk", *key_fields, *kind.SUMS, *kind.MERGES)
+    for pk, *values in rows.iterator(chunk_size=2000):
+        found = merged.get(tuple(values[:width]))
+        if found is not None:
+            stored = kind.from_values(values[width:])
+            stored.merge(found.aggregate)
+            found.pk, found.aggregate = pk, stored
+    return merged

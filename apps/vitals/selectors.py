@@ -11,10 +11,11 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from apps.core.timeranges import CUSTOM, TimeRange, floor_to
+from apps.vitals.attribution import SERVER_TIMING_PHASES, SPECS
 from apps.vitals.beacon import THRESHOLDS, rating_for
 from apps.vitals.filters import FILTER_DIMENSIONS, DashboardQuery
-from apps.vitals.models import DimensionRollup, Rating, Rollup, Site
-from apps.vitals.rollups import HOUR, block_start, blocks
+from apps.vitals.models import AttributionRollup, DimensionRollup, Rating, Rollup, Site
+from apps.vitals.rollups import HOUR, AttributionAggregate, block_start, blocks
 from apps.vitals.sketch import Sketch
 
 logger = logging.getLogger(__name__)
@@ -624,3 +625,85 @@ def beacons_last_minute(site: Site, *, now: datetime | None = None) -> int:
         site=site, bucket_seconds=Rollup.MINUTE, bucket_start__gte=floor_to(now - timedelta(minutes=1), 60)
     ).aggregate(total=Sum("samples"))["total"]
     return int(total or 0)
+
+
+@dataclass
+class AttributionPhase:
+    phase: str
+    label: str
+    mean: float | None
+    """Weighted mean in milliseconds (CLS's shift value unitless) over the
+    metrics that reported the phase."""
+
+
+@dataclass
+class AttributionRow:
+    kind: str
+    kind_label: str
+    key: str
+    """The element, URL, target or script; "" for the page load as a whole."""
+    samples: int
+    weight: float
+    impact: float
+    """Page views × mean excess over the "good" threshold: how much of the
+    metric's trouble this culprit explains. The ranking."""
+    mean_value: float | None
+    phases: list[AttributionPhase]
+
+
+ATTRIBUTION_FILTERS_NOTE = "Attribution is counted per route; the other filters do not apply to it."
+
+
+def attribution_top(query: DashboardQuery, *, name: str, limit: int = 10) -> list[AttributionRow]:
+    """The culprits of ``name`` in the range (and route, if chosen), each
+    kind's top ``limit`` by impact then page views, kinds in SPECS' order.
+    Read from AttributionRollup blocks, the range's start rounded down to the
+    hour. One query."""
+    if name not in SPECS:
+        raise ValueError(f"name must be one of {', '.join(SPECS)}")
+    time_range = query.time_range
+    start = block_start(time_range.start, HOUR)
+    open_end = time_range.preset != CUSTOM or time_range.end >= timezone.now()
+    condition = Q(pk__in=[])
+    for seconds, begin in blocks(start, time_range.end, open_end=open_end):
+        condition |= Q(bucket_seconds=seconds, bucket_start=begin)
+    rows = AttributionRollup.objects.filter(condition, site=query.site, name=name)
+    if query.route is not None:
+        rows = rows.filter(route=query.route)
+    merged: dict[tuple[str, str], AttributionAggregate] = {}
+    for kind_name, key, *totals in rows.values_list(
+        "kind", "key", "samples", "weight", "value_sum", "excess_sum", "phase_sums", "phase_weights"
+    ).iterator(chunk_size=5000):
+        samples, weight, value_sum, excess_sum, phase_sums, phase_weights = totals
+        target = merged.setdefault((kind_name, key), AttributionAggregate())
+        target.merge(AttributionAggregate(samples, weight, value_sum, excess_sum, phase_sums, phase_weights))
+    spec = SPECS[name]
+    phase_labels = {**dict(spec.phases), **dict(SERVER_TIMING_PHASES)}
+    out: list[AttributionRow] = []
+    for kind in spec.kinds:
+        found = [(key, agg) for (k, key), agg in merged.items() if k == kind.name and agg.samples > 0]
+        found.sort(key=lambda item: (-item[1].excess_sum, -item[1].weight, item[0]))
+        for key, agg in found[:limit]:
+            phases = SERVER_TIMING_PHASES if kind.name == "server" else spec.phases
+            out.append(
+                AttributionRow(
+                    kind=kind.name,
+                    kind_label=kind.label,
+                    key=key,
+                    samples=agg.samples,
+                    weight=agg.weight,
+                    impact=agg.excess_sum,
+                    mean_value=agg.value_sum / agg.weight if agg.weight > 0 else None,
+                    phases=[
+                        AttributionPhase(
+                            phase=phase,
+                            label=phase_labels[phase],
+                            mean=(agg.phase_sums[phase] / agg.phase_weights[phase])
+                            if agg.phase_weights.get(phase, 0) > 0
+                            else None,
+                        )
+                        for phase, _ in phases
+                    ],
+                )
+            )
+    return out

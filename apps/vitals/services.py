@@ -12,8 +12,9 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.resilience import breakers
 from apps.resilience.breakers import redis_stream
-from apps.vitals.models import DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
+from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions
 from apps.vitals.rollups import MINUTE_HORIZON, WEEK, RollupDelta, block_start
@@ -119,7 +120,11 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
             elif old["value"] != record["value"]:
                 changed.append(record)
                 delta.add(old, -1)
-                delta.add({**old, "value": record["value"], "rating": record["rating"]})
+                # The new report's value and attribution, the first one's
+                # time bucket and dimensions.
+                delta.add(
+                    {**old, "value": record["value"], "rating": record["rating"], "attribution": record["attribution"]}
+                )
         if connection.vendor == "postgresql":
             _write_postgresql([r for r in fresh + changed if tuple(r[k] for k in _ROW_KEY) not in inserted])
         else:
@@ -133,7 +138,17 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
     )
 
 
-_STORED_COLUMNS = ("site_id", "day", "metric_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+_STORED_COLUMNS = (
+    "site_id",
+    "day",
+    "metric_id",
+    "occurred_at",
+    "value",
+    "rating",
+    "weight",
+    "attribution",
+    *Rollup.DIMENSIONS,
+)
 
 
 def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -148,6 +163,8 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
             )
             for values in cursor.fetchall():
                 row = dict(zip(_STORED_COLUMNS, values, strict=True))
+                # Django has psycopg leave jsonb as text; its JSONField decodes it.
+                row["attribution"] = json.loads(row["attribution"]) if row["attribution"] else {}
                 rows[(row["site_id"], row["day"], row["metric_id"])] = row
         return rows
     by_site_day: dict[tuple[int, Any], list[str]] = {}
@@ -232,10 +249,14 @@ def rollups_rebuild(*, site: Site, since: datetime, until: datetime | None = Non
         _lock_sites([site.pk])
         Rollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
         DimensionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
+        AttributionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
         delta = RollupDelta(now=now)
         rows = (
+            # In time order, so that each delta touches the blocks of a
+            # short span once (vitals_metric_site_time serves the order).
             Metric.objects.filter(site=site, occurred_at__gte=start, occurred_at__lt=end)
-            .values("site_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+            .order_by("occurred_at")
+            .values("site_id", "occurred_at", "value", "rating", "weight", "attribution", *Rollup.DIMENSIONS)
             .iterator(chunk_size=5000)
         )
         for row in rows:
@@ -386,5 +407,9 @@ def beacon_ingest(*, records: list[dict[str, Any]]) -> str:
             pass
         except Exception:
             logger.warning("beacon stream unavailable; writing to the database", exc_info=True)
+        # The fallback has its own breaker: with Redis and PostgreSQL both
+        # failing, answer 503 at once rather than wait on the database too.
+        breakers.breaker("database").call(metrics_store, records=records)
+        return "database"
     metrics_store(records=records)
     return "database"
