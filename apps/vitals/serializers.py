@@ -272,7 +272,7 @@ class SiteSerializer(serializers.Serializer):
     def get_links(self, site: Site) -> dict[str, str]:
         request = self.context["request"]
         return {
-            endpoint: reverse(f"api-site-{endpoint}", kwargs={"name": site.name}, request=request)
+            endpoint: reverse(f"api-site-{endpoint}", kwargs={"site": site.name}, request=request)
             for endpoint in self.SITE_ENDPOINTS
         }
 
