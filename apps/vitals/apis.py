@@ -6,7 +6,8 @@ Bad parameters answer 400 with the messages per field, an unknown site 404.
 Permission: a staff session or an API token (the project default,
 IsStaffOrReadToken)."""
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.paginator import EmptyPage, Paginator
@@ -52,6 +53,7 @@ from apps.vitals.serializers import (
     answer,
 )
 
+P = TypeVar("P", bound=serializers.Serializer)
 TAGS = ["Web Vitals"]
 ERRORS = {
     400: OpenApiResponse(OpenApiTypes.OBJECT, description="A bad parameter: {field: [messages]}."),
@@ -68,22 +70,26 @@ def site_for(name: str) -> Site:
     return site
 
 
-def question(
-    request: Request, site: Site, params: type[serializers.Serializer] | None = None
-) -> tuple[DashboardQuery, serializers.Serializer | None]:
-    """The dashboard question and the endpoint's own parameters; one 400
-    naming every bad field of both."""
+def question(request: Request, site: Site) -> DashboardQuery:
+    """The dashboard question; 400 naming every bad field."""
+    try:
+        return dashboard_query_parse(request.query_params, site=site)
+    except DjangoValidationError as exc:
+        raise exceptions.ValidationError(exc.message_dict) from None
+
+
+def question_with(request: Request, site: Site, params: type[P]) -> tuple[DashboardQuery, P]:
+    """The dashboard question and the endpoint's own parameters, validated;
+    one 400 naming every bad field of both."""
     errors: dict[str, Any] = {}
     query = None
     try:
         query = dashboard_query_parse(request.query_params, site=site)
     except DjangoValidationError as exc:
         errors.update(exc.message_dict)
-    parsed = None
-    if params is not None:
-        parsed = params(data=request.query_params)
-        if not parsed.is_valid():
-            errors.update(parsed.errors)
+    parsed = params(data=request.query_params)
+    if not parsed.is_valid():
+        errors.update(parsed.errors)
     if errors or query is None:
         raise exceptions.ValidationError(errors)
     return query, parsed
@@ -110,7 +116,7 @@ class SummaryView(APIView):
         responses={200: SummarySerializer, **ERRORS},
     )
     def get(self, request: Request, site: str) -> Response:
-        query, _ = question(request, site_for(site))
+        query = question(request, site_for(site))
         summary = vitals_summary(query)
         return Response(SummarySerializer(answer(query, **vars(summary))).data)
 
@@ -123,8 +129,7 @@ class RoutesView(APIView):
         responses={200: RoutesSerializer, **ERRORS},
     )
     def get(self, request: Request, site: str) -> Response:
-        query, params = question(request, site_for(site), RoutesParams)
-        assert params is not None
+        query, params = question_with(request, site_for(site), RoutesParams)
         data = params.validated_data
         rows = route_table(
             query,
@@ -161,8 +166,7 @@ class SeriesView(APIView):
         responses={200: SeriesSerializer, **ERRORS},
     )
     def get(self, request: Request, site: str) -> Response:
-        query, params = question(request, site_for(site), MetricParams)
-        assert params is not None
+        query, params = question_with(request, site_for(site), MetricParams)
         series = metric_series(query, name=params.validated_data["name"])
         return Response(SeriesSerializer(answer(query, **vars(series))).data)
 
@@ -175,8 +179,7 @@ class HistogramView(APIView):
         responses={200: HistogramSerializer, **ERRORS},
     )
     def get(self, request: Request, site: str) -> Response:
-        query, params = question(request, site_for(site), MetricParams)
-        assert params is not None
+        query, params = question_with(request, site_for(site), MetricParams)
         name = params.validated_data["name"]
         bins = metric_histogram(query, name=name)
         return Response(HistogramSerializer(answer(query, name=name, bins=bins)).data)
@@ -191,8 +194,7 @@ class BreakdownView(APIView):
         responses={200: BreakdownSerializer, **ERRORS},
     )
     def get(self, request: Request, site: str) -> Response:
-        query, params = question(request, site_for(site), BreakdownParams)
-        assert params is not None
+        query, params = question_with(request, site_for(site), BreakdownParams)
         name, dimension = params.validated_data["name"], params.validated_data["dimension"]
         rows = metric_breakdown(query, name=name, dimension=dimension)
         return Response(BreakdownSerializer(answer(query, name=name, dimension=dimension, rows=rows)).data)
@@ -207,8 +209,7 @@ class CompareView(APIView):
         responses={200: CompareSerializer, **ERRORS},
     )
     def get(self, request: Request, site: str) -> Response:
-        query, params = question(request, site_for(site), CompareParams)
-        assert isinstance(params, CompareParams)
+        query, params = question_with(request, site_for(site), CompareParams)
         plan = params.plan(query)
         rows = vitals_compare(
             plan.a, plan.b, a_label=plan.a_label, b_label=plan.b_label, by_route=params.validated_data["by_route"]
@@ -234,7 +235,7 @@ class _AlwaysJson(DefaultContentNegotiation):
     (DRF would answer 404 to ?format=csv); errors are always JSON."""
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
         renderer = JSONRenderer()
         return renderer, renderer.media_type
@@ -261,8 +262,7 @@ class ExportView(APIView):
         },
     )
     def get(self, request: Request, site: str) -> HttpResponseBase:
-        query, params = question(request, site_for(site), ExportParams)
-        assert params is not None
+        query, params = question_with(request, site_for(site), ExportParams)
         data = params.validated_data
         if data["kind"] == "routes":
             rows = route_table(

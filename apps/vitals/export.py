@@ -14,7 +14,6 @@ This is the only view that reads raw Metric rows; every other answer comes
 from rollups."""
 
 import csv
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,7 +63,20 @@ RAW_COLUMNS = (
     "attribution",
 )
 _RATINGS = {r.value: r.label for r in Rating}
-_encoder = DjangoJSONEncoder(separators=(",", ":"))
+
+
+class _Encoder(DjangoJSONEncoder):
+    """Times to the microsecond, as stored and as in the CSV (Django's
+    encoder cuts them to milliseconds, which would make two rows of one
+    millisecond indistinguishable)."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
+_encoder = _Encoder(separators=(",", ":"))
 
 
 def csv_safe(cell: Any) -> Any:
@@ -101,10 +113,11 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def _json_chunks(header: Mapping[str, Any], rows: Iterable[Mapping[str, Any]], next_cursor: str | None) -> Iterator[str]:
+def _json_chunks(
+    header: Mapping[str, Any], rows: Iterable[Mapping[str, Any]], next_cursor: str | None
+) -> Iterator[str]:
     """``{...header, "rows": [...], "next": cursor}`` written a row at a time."""
-    head = _encoder.encode(dict(header))
-    yield head[:-1] + (',"rows":[' if len(header) else '"rows":[')
+    yield _encoder.encode(dict(header))[:-1] + ',"rows":['  # the header without its closing brace
     first = True
     for row in rows:
         yield ("" if first else ",") + _encoder.encode(row)
@@ -155,7 +168,7 @@ def _filename(query: DashboardQuery, kind: str, label: str, fmt: str) -> str:
 def route_records(rows: list[RouteRow]) -> tuple[tuple[str, ...], Iterator[dict[str, Any]]]:
     """The routes table as flat records: one column per metric's value,
     rating and samples, so the CSV and JSON have the same columns."""
-    columns = ("route", "pageviews", "samples", "too_few_samples", "worst")
+    columns: tuple[str, ...] = ("route", "pageviews", "samples", "too_few_samples", "worst")
     for name in METRIC_ORDER:
         columns += (f"{name}_value", f"{name}_rating", f"{name}_samples")
 
@@ -184,9 +197,7 @@ def routes_response(query: DashboardQuery, rows: list[RouteRow], *, fmt: str) ->
 
 def series_response(query: DashboardQuery, series: MetricSeries, *, fmt: str) -> StreamingHttpResponse:
     columns = ("bucket_start", "value", "samples")
-    records = (
-        {"bucket_start": p.bucket_start, "value": p.value, "samples": p.samples} for p in series.points
-    )
+    records = ({"bucket_start": p.bucket_start, "value": p.value, "samples": p.samples} for p in series.points)
     return _response(
         query, kind="series", fmt=fmt, columns=columns, rows=records, label=f"{series.name}-p{series.percentile}"
     )

@@ -9,7 +9,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -36,7 +36,8 @@ def _form_parameter(name: str, field: forms.Field) -> OpenApiParameter:
         kind = OpenApiTypes.DATETIME
     enum = None
     if isinstance(field, forms.ChoiceField):
-        enum = [str(value) for value, _ in field.choices if value != ""]  # type: ignore[misc]
+        # The form's choices are fixed lists of pairs, never a callable.
+        enum = [str(value) for value, _ in cast(list[tuple[Any, str]], field.choices) if value != ""]
     label = field.label or name.replace("_", " ").capitalize()
     description = f"{label}. {field.help_text}" if field.help_text else f"{label}."
     if field.initial is not None:
@@ -231,7 +232,7 @@ class TimeRangeSerializer(serializers.Serializer):
     end = serializers.DateTimeField()
     resolution = serializers.IntegerField(help_text="Bucket size in seconds.")
     preset = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # see CompareSideSerializer.label
 
 
 class AnswerSerializer(serializers.Serializer):
@@ -384,7 +385,9 @@ class BreakdownSerializer(AnswerSerializer):
 
 
 class CompareSideSerializer(serializers.Serializer):
-    label = serializers.CharField()
+    # The metaclass moves declared fields off the class, so "label" does not
+    # shadow Field.label at run time; only the type checker sees a clash.
+    label = serializers.CharField()  # type: ignore[assignment]
     value = serializers.FloatField(allow_null=True)
     low = serializers.FloatField(allow_null=True)
     high = serializers.FloatField(allow_null=True)

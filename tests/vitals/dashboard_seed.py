@@ -133,7 +133,9 @@ def weighted_percentile(pairs: Iterable[tuple[float, float]], q: float) -> float
     return ordered[-1][0]
 
 
-def exact(rows: Iterable[dict], q: float, *, where: Callable[[dict], bool] = lambda r: True) -> tuple[float | None, int]:
+def exact(
+    rows: Iterable[dict], q: float, *, where: Callable[[dict], bool] = lambda r: True
+) -> tuple[float | None, int]:
     """(percentile, sample count) of the rows ``where`` selects."""
     chosen = [(r["value"], r["weight"]) for r in rows if where(r)]
     return weighted_percentile(chosen, q), len(chosen)
