@@ -57,7 +57,7 @@ def test_the_routes_table_as_csv_json_and_ndjson(viewer_client: Client, stored: 
     response, text = download(viewer_client, {**RANGE, "kind": "routes", "format": "csv"})
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == (
-        'attachment; filename="perfhub-shop-routes-20261125T1200Z-20261127T1200Z.csv"'
+        'attachment; filename="perfhub-shop-routes-p75-20261125T1200Z-20261127T1200Z.csv"'
     )
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["route"] for r in rows] == [r["route"] for r in api]
