@@ -190,3 +190,99 @@ class Rollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site_id} {self.name} {self.route} @ {self.bucket_start:%Y-%m-%d %H:%M} ({self.samples})"
+
+
+# The dimensions a DimensionRollup row can be per; "site" means the whole site.
+DIMENSION_GRAINS = (
+    "site",
+    "route",
+    "device_class",
+    "browser",
+    "country",
+    "connection",
+    "navigation_type",
+    "release",
+)
+
+
+class DimensionRollup(models.Model):
+    """The metrics of one time block for one value of one dimension (or the
+    whole site): the rollups the dashboards read.
+
+    Rollup rows are per combination of all eight dimensions, so a site has
+    nearly as many as raw rows; a 28-day overview would merge millions of
+    them. These rows keep one dimension at a time, in blocks of an hour, six
+    hours, a day and a week (apps.vitals.rollups.LEVELS), so that any range
+    is a handful of blocks and any page merges hundreds of rows, not
+    millions. Questions that filter on two dimensions at once fall back to
+    Rollup rows. Derived from the same deltas as Rollup rows, in the same
+    transaction (apps.vitals.rollups.RollupDelta), and just as rebuildable.
+    """
+
+    # No database FK, as on Rollup: written in bulk with every batch.
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False)
+    dimension = models.CharField(max_length=16, choices=[(d, d) for d in DIMENSION_GRAINS])
+    bucket_seconds = models.PositiveIntegerField()
+    bucket_start = models.DateTimeField()
+    name = models.CharField(max_length=4)
+    value = models.CharField(max_length=200, blank=True, help_text="The dimension's value; blank for the whole site.")
+    samples = models.PositiveIntegerField(default=0, help_text="Metrics received (unweighted).")
+    weight = models.FloatField(default=0.0, help_text="Page views represented (sample-rate weighted).")
+    good = models.FloatField(default=0.0)
+    needs_improvement = models.FloatField(default=0.0)
+    poor = models.FloatField(default=0.0)
+    value_sum = models.FloatField(default=0.0, help_text="Weighted sum of values, for means.")
+    sketch = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            # Also the dashboards' index: they read one site, dimension and
+            # level for a list of block starts.
+            models.UniqueConstraint(
+                fields=["site", "dimension", "bucket_seconds", "bucket_start", "name", "value"],
+                name="vitals_dimrollup_block_key",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(bucket_seconds__in=[3600, 21600, 86400, 604800]),
+                name="vitals_dimrollup_block_size",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.dimension}={self.value} {self.name} @ {self.bucket_start:%Y-%m-%d %H:%M}"
+
+
+class AttributionRollup(models.Model):
+    """What the metrics of one time block, route and metric name blame: per
+    element, resource, interaction target, script or shift source (``kind``
+    and ``key``, see apps.vitals.attribution), the weighted page views, the
+    weighted excess over the "good" threshold (the impact the dashboards
+    rank by) and weighted sums of each phase, for their means. Blocks as
+    DimensionRollup's; written in the same transaction from the same rows."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False)
+    bucket_seconds = models.PositiveIntegerField()
+    bucket_start = models.DateTimeField()
+    name = models.CharField(max_length=4)
+    route = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16)
+    key = models.CharField(max_length=200, blank=True)
+    samples = models.IntegerField(default=0)
+    weight = models.FloatField(default=0.0)
+    value_sum = models.FloatField(default=0.0, help_text="Weighted sum of the metric's values.")
+    excess_sum = models.FloatField(default=0.0, help_text="Weighted sum of how far values exceed “good”.")
+    phase_sums = models.JSONField(default=dict, help_text="Phase name to the weighted sum of its durations.")
+    phase_weights = models.JSONField(default=dict, help_text="Phase name to the weight of metrics reporting it.")
+
+    class Meta:
+        constraints = [
+            # Also the attribution pages' index: one site, level and list of
+            # block starts, then the metric name.
+            models.UniqueConstraint(
+                fields=["site", "bucket_seconds", "bucket_start", "name", "route", "kind", "key"],
+                name="vitals_attrrollup_block_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.name} {self.kind}={self.key} @ {self.bucket_start:%Y-%m-%d %H:%M}"

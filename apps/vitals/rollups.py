@@ -10,21 +10,69 @@ building them from all raw rows at once (see ``rollups_rebuild``).
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Model, Q
 from django.utils import timezone
 
-from apps.vitals.models import Rating, Rollup
+from apps.vitals.attribution import attribution_parts
+from apps.vitals.beacon import THRESHOLDS
+from apps.vitals.models import DIMENSION_GRAINS, AttributionRollup, DimensionRollup, Rating, Rollup
 from apps.vitals.sketch import Sketch
 
 # Minute buckets for the recent past, where dashboards zoom in; hour
 # buckets beyond, where minute detail is no longer worth its rows.
 MINUTE_HORIZON = timedelta(hours=48)
 
+HOUR = 3600
+DAY = 86400
+WEEK = 7 * DAY
+# The block sizes of DimensionRollup rows. Each divides the next, so any
+# range of whole hours splits into at most a few blocks of each size
+# (see ``blocks``).
+LEVELS = (HOUR, 6 * HOUR, DAY, WEEK)
+# Blocks are aligned on this Monday midnight (UTC), so weeks run Monday to
+# Sunday and every smaller block starts on its own multiple.
+BLOCK_ORIGIN = datetime(1970, 1, 5, tzinfo=UTC)
+
 RollupKey = tuple[Any, ...]  # (site_id, bucket_seconds, bucket_start, *Rollup.DIMENSIONS)
+# (site_id, dimension, bucket_seconds, bucket_start, name, value)
+DimensionKey = tuple[int, str, int, datetime, str, str]
+# (site_id, bucket_seconds, bucket_start, name, route, kind, key)
+AttributionKey = tuple[int, int, datetime, str, str, str, str]
+
+
+def block_start(moment: datetime, seconds: int) -> datetime:
+    """The start of the block of ``seconds`` that ``moment`` falls in."""
+    offset = (moment - BLOCK_ORIGIN).total_seconds() % seconds
+    return moment - timedelta(seconds=offset)
+
+
+def blocks(start: datetime, end: datetime, *, open_end: bool) -> list[tuple[int, datetime]]:
+    """The fewest (block size, block start) pairs that cover [start, end)
+    exactly: greedily the largest block that starts at the current point and
+    fits. ``start`` must be on an hour. With ``open_end`` (the range ends
+    now, so no data lies after ``end``) the last block may run past ``end``;
+    otherwise ``end`` is rounded up to the hour."""
+    if block_start(start, HOUR) != start:
+        raise ValueError("blocks start on the hour")
+    if not open_end and block_start(end, HOUR) != end:
+        end = block_start(end, HOUR) + timedelta(seconds=HOUR)
+    out: list[tuple[int, datetime]] = []
+    point = start
+    while point < end:
+        for seconds in reversed(LEVELS):
+            if block_start(point, seconds) != point:
+                continue
+            if open_end or point + timedelta(seconds=seconds) <= end:
+                break
+        else:  # pragma: no cover - an hour always fits an hour-aligned point
+            raise AssertionError("no block fits")
+        out.append((seconds, point))
+        point += timedelta(seconds=seconds)
+    return out
 
 
 def bucket_for(occurred_at: datetime, *, now: datetime | None = None) -> tuple[int, datetime]:
@@ -36,6 +84,8 @@ def bucket_for(occurred_at: datetime, *, now: datetime | None = None) -> tuple[i
 
 @dataclass
 class Aggregate:
+    """A Rollup or DimensionRollup row's totals, or the change to them."""
+
     samples: int = 0
     weight: float = 0.0
     good: float = 0.0
@@ -43,6 +93,27 @@ class Aggregate:
     poor: float = 0.0
     value_sum: float = 0.0
     sketch: Sketch = field(default_factory=Sketch)
+
+    # Columns the database adds up on conflict, and JSON columns it merges
+    # with the named SQL function.
+    SUMS: ClassVar = ("samples", "weight", "good", "needs_improvement", "poor", "value_sum")
+    MERGES: ClassVar = {"sketch": "vitals_sketch_merge"}
+
+    def columns(self) -> dict[str, Any]:
+        return {**{c: getattr(self, c) for c in self.SUMS}, "sketch": self.sketch.to_json()}
+
+    @classmethod
+    def from_row(cls, row: Any) -> "Aggregate":
+        return cls(**{c: getattr(row, c) for c in cls.SUMS}, sketch=Sketch.from_json(row.sketch))
+
+    def merge(self, other: "Aggregate") -> None:
+        self.samples += other.samples
+        self.weight += other.weight
+        self.good += other.good
+        self.needs_improvement += other.needs_improvement
+        self.poor += other.poor
+        self.value_sum += other.value_sum
+        self.sketch.merge(other.sketch)
 
     def add(self, value: float, rating: int, weight: float, sign: int) -> None:
         signed = weight * sign
@@ -58,10 +129,72 @@ class Aggregate:
         self.sketch.add(value, signed)
 
 
+@dataclass
+class AttributionAggregate:
+    """An AttributionRollup row's totals, or the change to them."""
+
+    samples: int = 0
+    weight: float = 0.0
+    value_sum: float = 0.0
+    excess_sum: float = 0.0
+    phase_sums: dict[str, float] = field(default_factory=dict)
+    phase_weights: dict[str, float] = field(default_factory=dict)
+
+    SUMS: ClassVar = ("samples", "weight", "value_sum", "excess_sum")
+    MERGES: ClassVar = {"phase_sums": "vitals_json_add", "phase_weights": "vitals_json_add"}
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            **{c: getattr(self, c) for c in self.SUMS},
+            "phase_sums": _dust_free(self.phase_sums),
+            "phase_weights": _dust_free(self.phase_weights),
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> "AttributionAggregate":
+        return cls(
+            **{c: getattr(row, c) for c in cls.SUMS},
+            phase_sums=dict(row.phase_sums),
+            phase_weights=dict(row.phase_weights),
+        )
+
+    def add(self, value: float, excess: float, phases: Mapping[str, float], weight: float, sign: int) -> None:
+        signed = weight * sign
+        self.samples += sign
+        self.weight += signed
+        self.value_sum += value * signed
+        self.excess_sum += excess * signed
+        for phase, duration in phases.items():
+            self.phase_sums[phase] = self.phase_sums.get(phase, 0.0) + duration * signed
+            self.phase_weights[phase] = self.phase_weights.get(phase, 0.0) + signed
+
+    def merge(self, other: "AttributionAggregate") -> None:
+        self.samples += other.samples
+        self.weight += other.weight
+        self.value_sum += other.value_sum
+        self.excess_sum += other.excess_sum
+        for phase, total in other.phase_sums.items():
+            self.phase_sums[phase] = self.phase_sums.get(phase, 0.0) + total
+        for phase, total in other.phase_weights.items():
+            self.phase_weights[phase] = self.phase_weights.get(phase, 0.0) + total
+
+
+def _dust_free(totals: Mapping[str, float]) -> dict[str, float]:
+    # Sums that cancel out after a re-report are floating-point dust.
+    return {k: v for k, v in totals.items() if abs(v) > 1e-9}
+
+
 class RollupDelta:
-    def __init__(self, *, now: datetime | None = None) -> None:
+    """The change a batch makes to the Rollup rows and, derived from it, to
+    the DimensionRollup rows. ``dimensions=False`` leaves the latter alone:
+    compaction only regroups Rollup rows that were counted in them already."""
+
+    def __init__(self, *, now: datetime | None = None, dimensions: bool = True) -> None:
         self.now = now or timezone.now()
+        self.dimensions = dimensions
         self.aggregates: dict[RollupKey, Aggregate] = {}
+        # Hour blocks only; the larger ones are folded from these in apply().
+        self.attributions: dict[AttributionKey, AttributionAggregate] = {}
 
     def add(self, row: Mapping[str, Any], sign: int = 1) -> None:
         """Count ``row`` (a dict with Metric's columns) in, or out with sign=-1."""
@@ -71,6 +204,16 @@ class RollupDelta:
         if aggregate is None:
             aggregate = self.aggregates[key] = Aggregate()
         aggregate.add(row["value"], row["rating"], row["weight"], sign)
+        if self.dimensions and row.get("attribution"):
+            name = row["name"]
+            excess = max(0.0, row["value"] - THRESHOLDS[name][0])
+            hour = block_start(start, HOUR)
+            for kind, culprit, phases in attribution_parts(name, row["attribution"]):
+                attribution_key = (row["site_id"], HOUR, hour, name, row["route"], kind, culprit)
+                found = self.attributions.get(attribution_key)
+                if found is None:
+                    found = self.attributions[attribution_key] = AttributionAggregate()
+                found.add(row["value"], excess, phases, row["weight"], sign)
 
     def merge_rollup(self, rollup: Rollup) -> None:
         """Fold an existing rollup row into the bucket its start falls in
@@ -80,148 +223,178 @@ class RollupDelta:
         aggregate = self.aggregates.get(key)
         if aggregate is None:
             aggregate = self.aggregates[key] = Aggregate()
-        aggregate.samples += rollup.samples
-        aggregate.weight += rollup.weight
-        aggregate.good += rollup.good
-        aggregate.needs_improvement += rollup.needs_improvement
-        aggregate.poor += rollup.poor
-        aggregate.value_sum += rollup.value_sum
-        aggregate.sketch.merge(Sketch.from_json(rollup.sketch))
+        aggregate.merge(
+            Aggregate(
+                samples=rollup.samples,
+                weight=rollup.weight,
+                good=rollup.good,
+                needs_improvement=rollup.needs_improvement,
+                poor=rollup.poor,
+                value_sum=rollup.value_sum,
+                sketch=Sketch.from_json(rollup.sketch),
+            )
+        )
 
     def __len__(self) -> int:
         return len(self.aggregates)
 
+    def dimension_aggregates(self) -> dict[DimensionKey, Aggregate]:
+        """The DimensionRollup deltas: each Rollup delta counted once per
+        dimension into its hour block, then the hour blocks into the larger
+        ones. Folding the batch's few hour blocks, rather than every row into
+        every level, keeps the cost per metric at one fold per dimension."""
+        hourly: dict[DimensionKey, Aggregate] = {}
+        name_at = 3 + Rollup.DIMENSIONS.index("name")
+        positions = {d: 3 + Rollup.DIMENSIONS.index(d) for d in DIMENSION_GRAINS if d != "site"}
+        for key, aggregate in self.aggregates.items():
+            site_id, hour, name = key[0], block_start(key[2], HOUR), key[name_at]
+            _fold(hourly, (site_id, "site", HOUR, hour, name, ""), aggregate)
+            for dimension, position in positions.items():
+                _fold(hourly, (site_id, dimension, HOUR, hour, name, key[position]), aggregate)
+        out = dict(hourly)
+        for (site_id, dimension, _, hour, name, value), aggregate in hourly.items():
+            for seconds in LEVELS[1:]:
+                _fold(out, (site_id, dimension, seconds, block_start(hour, seconds), name, value), aggregate)
+        return out
+
+    def attribution_aggregates(self) -> dict[AttributionKey, AttributionAggregate]:
+        out = dict(self.attributions)
+        for (site_id, _, hour, *rest), aggregate in self.attributions.items():
+            for seconds in LEVELS[1:]:
+                _fold(out, (site_id, seconds, block_start(hour, seconds), *rest), aggregate, AttributionAggregate)
+        return out
+
     def apply(self) -> int:
-        """Merge into the Rollup table; returns the rows written. Call inside
-        the transaction that wrote the raw rows, holding the site locks."""
+        """Merge into the Rollup, DimensionRollup and AttributionRollup
+        tables; returns the rows written. Call inside the transaction that
+        wrote the raw rows, holding the site locks."""
         if not self.aggregates:
             return 0
-        if connection.vendor == "postgresql":
-            return self._apply_postgresql()
-        existing = _existing_rollups(self.aggregates)
-        upserts: list[Rollup] = []
-        emptied: list[int] = []
-        for key, delta in self.aggregates.items():
-            current = existing.get(key)
-            merged = _merge(current, delta)
-            if merged.samples <= 0:
-                if current is not None:
-                    emptied.append(current.pk)
-                continue
-            site_id, seconds, start, *dims = key
-            upserts.append(
-                Rollup(
-                    site_id=site_id,
-                    bucket_seconds=seconds,
-                    bucket_start=start,
-                    **dict(zip(Rollup.DIMENSIONS, dims, strict=True)),
-                    samples=merged.samples,
-                    weight=merged.weight,
-                    good=merged.good,
-                    needs_improvement=merged.needs_improvement,
-                    poor=merged.poor,
-                    value_sum=merged.value_sum,
-                    sketch=merged.sketch.to_json(),
-                )
-            )
-        if upserts:
-            Rollup.objects.bulk_create(
-                upserts,
-                batch_size=1000,
-                update_conflicts=True,
-                unique_fields=["site", "bucket_seconds", "bucket_start", *Rollup.DIMENSIONS],
-                update_fields=["samples", "weight", "good", "needs_improvement", "poor", "value_sum", "sketch"],
-            )
-        if emptied:
-            Rollup.objects.filter(pk__in=emptied).delete()
-        return len(upserts) + len(emptied)
-
-    def _apply_postgresql(self) -> int:
-        """COPY the deltas into a staging table and add them to the rollup
-        rows in one INSERT ... ON CONFLICT: the database adds the counts and
-        merges the sketches (vitals_sketch_merge, migration 0004), so no
-        rollup row makes a round trip through Python."""
-        columns = ["site_id", "bucket_seconds", "bucket_start", *Rollup.DIMENSIONS, *_TOTALS, "sketch"]
-        key = ", ".join(["site_id", "bucket_seconds", "bucket_start", *Rollup.DIMENSIONS])
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS vitals_rollup_stage ON COMMIT DELETE ROWS AS "
-                f"SELECT {', '.join(columns)} FROM vitals_rollup WITH NO DATA"
-            )
-            # Emptied at commit, but one transaction may apply several deltas
-            # (a rebuild does, and so does a caller's enclosing transaction).
-            cursor.execute("DELETE FROM vitals_rollup_stage")
-            with (
-                connection.wrap_database_errors,
-                cursor.cursor.copy(f"COPY vitals_rollup_stage ({', '.join(columns)}) FROM STDIN") as copy,
-            ):
-                for (site_id, seconds, start, *dims), agg in self.aggregates.items():
-                    copy.write_row(
-                        [
-                            site_id,
-                            seconds,
-                            start,
-                            *dims,
-                            *(getattr(agg, t) for t in _TOTALS),
-                            json.dumps(agg.sketch.to_json()),
-                        ]
-                    )
-            additions = ", ".join(f"{t} = vitals_rollup.{t} + EXCLUDED.{t}" for t in _TOTALS)
-            cursor.execute(
-                f"INSERT INTO vitals_rollup ({', '.join(columns)}) "
-                f"SELECT {', '.join(columns)} FROM vitals_rollup_stage "
-                f"ON CONFLICT ({key}) DO UPDATE SET {additions}, "
-                "sketch = vitals_sketch_merge(vitals_rollup.sketch, EXCLUDED.sketch)"
-            )
-            written = cursor.rowcount
-            if any(agg.samples < 0 for agg in self.aggregates.values()):
-                # Re-reported metrics were taken out: a bucket left empty goes.
-                cursor.execute(
-                    "DELETE FROM vitals_rollup r USING vitals_rollup_stage s WHERE r.samples <= 0 AND "
-                    + " AND ".join(f"r.{c} = s.{c}" for c in key.split(", "))
-                )
+        tables: list[tuple[type[Model], tuple[str, ...], Mapping[tuple[Any, ...], Any]]] = [
+            (Rollup, _ROLLUP_KEY, self.aggregates)
+        ]
+        if self.dimensions:
+            tables.append((DimensionRollup, _DIMENSION_KEY, self.dimension_aggregates()))
+            if self.attributions:
+                tables.append((AttributionRollup, _ATTRIBUTION_KEY, self.attribution_aggregates()))
+        written = 0
+        for model, key_fields, aggregates in tables:
+            if connection.vendor == "postgresql":
+                written += _apply_postgresql(model, key_fields, aggregates)
+            else:
+                written += _apply_portable(model, key_fields, aggregates)
         return written
 
 
-_TOTALS = ("samples", "weight", "good", "needs_improvement", "poor", "value_sum")
+_ROLLUP_KEY = ("site_id", "bucket_seconds", "bucket_start", *Rollup.DIMENSIONS)
+_DIMENSION_KEY = ("site_id", "dimension", "bucket_seconds", "bucket_start", "name", "value")
+_ATTRIBUTION_KEY = ("site_id", "bucket_seconds", "bucket_start", "name", "route", "kind", "key")
 
 
-def _merge(current: Rollup | None, delta: Aggregate) -> Aggregate:
-    if current is None:
-        return delta
-    sketch = Sketch.from_json(current.sketch)
-    sketch.merge(delta.sketch)
-    return Aggregate(
-        samples=current.samples + delta.samples,
-        weight=current.weight + delta.weight,
-        good=current.good + delta.good,
-        needs_improvement=current.needs_improvement + delta.needs_improvement,
-        poor=current.poor + delta.poor,
-        value_sum=current.value_sum + delta.value_sum,
-        sketch=sketch,
-    )
+def _fold(into: dict[Any, Any], key: Any, aggregate: Any, kind: type = Aggregate) -> None:
+    target = into.get(key)
+    if target is None:
+        target = into[key] = kind()
+    target.merge(aggregate)
 
 
-def _existing_rollups(aggregates: Iterable[RollupKey]) -> dict[RollupKey, Rollup]:
-    """The rollup rows with these keys. Read by (site, bucket) through the
-    unique index's leading columns, then matched on the dimensions here: a
-    batch touches few buckets, and one OR of many full keys would make a
+def _apply_postgresql(
+    model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Any]
+) -> int:
+    """COPY the deltas into a staging table and add them to the rollup
+    rows in one INSERT ... ON CONFLICT: the database adds the counts and
+    merges the JSON columns (vitals_sketch_merge, migration 0004;
+    vitals_json_add, 0007), so no rollup row makes a round trip through
+    Python."""
+    if not aggregates:
+        return 0
+    kind = type(next(iter(aggregates.values())))
+    table = model._meta.db_table
+    stage = f"{table}_stage"
+    columns = [*key_fields, *kind.SUMS, *kind.MERGES]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+            f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
+        )
+        # Emptied at commit, but one transaction may apply several deltas
+        # (a rebuild does, and so does a caller's enclosing transaction).
+        cursor.execute(f"DELETE FROM {stage}")
+        with (
+            connection.wrap_database_errors,
+            cursor.cursor.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for row_key, aggregate in aggregates.items():
+                values = aggregate.columns()
+                copy.write_row(
+                    [*row_key, *(values[c] for c in kind.SUMS), *(json.dumps(values[c]) for c in kind.MERGES)]
+                )
+        updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in kind.SUMS]
+        updates += [f"{c} = {function}({table}.{c}, EXCLUDED.{c})" for c, function in kind.MERGES.items()]
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"SELECT {', '.join(columns)} FROM {stage} "
+            f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
+        )
+        written = cursor.rowcount
+        if any(aggregate.samples < 0 for aggregate in aggregates.values()):
+            # Re-reported metrics were taken out: a bucket left empty goes.
+            cursor.execute(
+                f"DELETE FROM {table} r USING {stage} s WHERE r.samples <= 0 AND "
+                + " AND ".join(f"r.{c} = s.{c}" for c in key_fields)
+            )
+    return written
+
+
+def _apply_portable(model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Any]) -> int:
+    if not aggregates:
+        return 0
+    existing = _existing_rows(model, key_fields, aggregates)
+    upserts: list[Model] = []
+    emptied: list[int] = []
+    for key, delta in aggregates.items():
+        current = existing.get(key)
+        merged = delta
+        if current is not None:
+            merged = type(delta).from_row(current)
+            merged.merge(delta)
+        if merged.samples <= 0:
+            if current is not None:
+                emptied.append(current.pk)
+            continue
+        upserts.append(model(**dict(zip(key_fields, key, strict=True)), **merged.columns()))
+    if upserts:
+        kind = type(next(iter(aggregates.values())))
+        model._default_manager.bulk_create(
+            upserts,
+            batch_size=500,
+            update_conflicts=True,
+            unique_fields=[f.removesuffix("_id") for f in key_fields],
+            update_fields=[*kind.SUMS, *kind.MERGES],
+        )
+    if emptied:
+        model._default_manager.filter(pk__in=emptied).delete()
+    return len(upserts) + len(emptied)
+
+
+def _existing_rows(
+    model: type[Model], key_fields: tuple[str, ...], aggregates: Iterable[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], Any]:
+    """The rows with these keys. Read by the key's leading columns up to the
+    bucket start (the unique index's prefix), then matched on the rest here:
+    a batch touches few buckets, and one OR of many full keys would make a
     query too large to plan quickly."""
     wanted = set(aggregates)
-    starts: dict[tuple[int, int], set[datetime]] = {}
-    for site_id, seconds, start, *_ in wanted:
-        starts.setdefault((site_id, seconds), set()).add(start)
+    split = key_fields.index("bucket_start")
+    starts: dict[tuple[Any, ...], set[datetime]] = {}
+    for key in wanted:
+        starts.setdefault(key[:split], set()).add(key[split])
     condition = Q()
-    for (site_id, seconds), bucket_starts in starts.items():
-        condition |= Q(site_id=site_id, bucket_seconds=seconds, bucket_start__in=bucket_starts)
-    found: dict[RollupKey, Rollup] = {}
-    for rollup in Rollup.objects.filter(condition):
-        key = (
-            rollup.site_id,
-            rollup.bucket_seconds,
-            rollup.bucket_start,
-            *(getattr(rollup, d) for d in Rollup.DIMENSIONS),
-        )
+    for prefix, bucket_starts in starts.items():
+        condition |= Q(**dict(zip(key_fields[:split], prefix, strict=True)), bucket_start__in=bucket_starts)
+    found: dict[tuple[Any, ...], Any] = {}
+    for row in model._default_manager.filter(condition):
+        key = tuple(getattr(row, f) for f in key_fields)
         if key in wanted:
-            found[key] = rollup
+            found[key] = row
     return found

@@ -7,13 +7,15 @@ from typing import Any, TypedDict
 
 from django.core.cache import cache
 from django.db import DatabaseError
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from apps.core.timeranges import TimeRange, floor_to
+from apps.core.timeranges import CUSTOM, TimeRange, floor_to
+from apps.vitals.attribution import SERVER_TIMING_PHASES, SPECS
 from apps.vitals.beacon import THRESHOLDS, rating_for
 from apps.vitals.filters import FILTER_DIMENSIONS, DashboardQuery
-from apps.vitals.models import Rating, Rollup, Site
+from apps.vitals.models import AttributionRollup, DimensionRollup, Rating, Rollup, Site
+from apps.vitals.rollups import HOUR, AttributionAggregate, block_start, blocks
 from apps.vitals.sketch import Sketch
 
 logger = logging.getLogger(__name__)
@@ -118,14 +120,17 @@ class Group:
     value_sum: float = 0.0
     sketch: Sketch = field(default_factory=Sketch)
 
-    def add_row(self, row: Mapping[str, Any]) -> None:
-        self.samples += row["samples"]
-        self.weight += row["weight"]
-        self.good += row["good"]
-        self.needs_improvement += row["needs_improvement"]
-        self.poor += row["poor"]
-        self.value_sum += row["value_sum"]
-        self.sketch.merge(Sketch.from_json(row["sketch"]))
+    def add_row(self, totals: tuple[Any, ...]) -> None:
+        """Add a row's totals: samples, weight, good, needs improvement,
+        poor, value sum and sketch (``_TOTALS`` after the bucket start)."""
+        samples, weight, good, needs_improvement, poor, value_sum, sketch = totals
+        self.samples += samples
+        self.weight += weight
+        self.good += good
+        self.needs_improvement += needs_improvement
+        self.poor += poor
+        self.value_sum += value_sum
+        self.sketch.merge(Sketch.from_json(sketch))
 
     def quantile(self, q: float) -> float | None:
         return self.sketch.quantile(q) if self.samples > 0 else None
@@ -156,39 +161,65 @@ def grouped_rollups(
 ) -> dict[tuple[Any, ...], Group]:
     """Rollup rows of ``query`` merged per (name, *by) — and per bucket of
     the range's resolution when ``per_bucket`` (the bucket start comes last
-    in the key). One query."""
+    in the key). One query.
+
+    A question about at most one dimension (route, filters and ``by``
+    together) reads DimensionRollup blocks: a few rows per group whatever the
+    range. Anything finer — two dimensions at once, or minute buckets —
+    reads Rollup rows."""
     time_range = time_range or query.time_range
-    rows = Rollup.objects.filter(
+    filters = query.filter_dict()
+    if query.route is not None:
+        filters["route"] = query.route
+    dimensions = set(filters) | set(by)
+    on_the_hour = block_start(time_range.start, HOUR) == time_range.start
+    if len(dimensions) <= 1 and on_the_hour and not (per_bucket and time_range.resolution < HOUR):
+        dimension = next(iter(dimensions), "site")
+        rows = DimensionRollup.objects.filter(site=query.site, dimension=dimension, name__in=names)
+        if dimension in filters:
+            rows = rows.filter(value=filters[dimension])
+        if per_bucket:
+            rows = rows.filter(
+                bucket_seconds=time_range.resolution,
+                bucket_start__gte=time_range.start,
+                bucket_start__lt=time_range.end,
+            )
+        else:
+            open_end = time_range.preset != CUSTOM or time_range.end >= timezone.now()
+            starts: dict[int, list[datetime]] = {}
+            for seconds, start in blocks(time_range.start, time_range.end, open_end=open_end):
+                starts.setdefault(seconds, []).append(start)
+            condition = Q(pk__in=[])
+            for seconds, block_starts in starts.items():
+                condition |= Q(bucket_seconds=seconds, bucket_start__in=block_starts)
+            rows = rows.filter(condition)
+        # The dimension's value stands in for the dimension asked ``by``.
+        return _group(rows, ("name", *("value" for _ in by)), per_bucket, time_range.resolution)
+    full = Rollup.objects.filter(
         site=query.site,
         name__in=names,
         bucket_start__gte=time_range.start,
         bucket_start__lt=time_range.end,
-        **query.filter_dict(),
+        **filters,
     )
-    if query.route is not None:
-        rows = rows.filter(route=query.route)
-    fields = [
-        "name",
-        *by,
-        "bucket_start",
-        "samples",
-        "weight",
-        "good",
-        "needs_improvement",
-        "poor",
-        "value_sum",
-        "sketch",
-    ]
+    return _group(full, ("name", *by), per_bucket, time_range.resolution)
+
+
+_TOTALS = ("bucket_start", "samples", "weight", "good", "needs_improvement", "poor", "value_sum", "sketch")
+
+
+def _group(
+    rows: QuerySet[Any], key_fields: tuple[str, ...], per_bucket: bool, resolution: int
+) -> dict[tuple[Any, ...], Group]:
     groups: dict[tuple[Any, ...], Group] = {}
-    resolution = time_range.resolution
-    for row in rows.values(*fields).iterator(chunk_size=5000):
-        key: tuple[Any, ...] = (row["name"], *(row[d] for d in by))
+    for row in rows.values_list(*key_fields, *_TOTALS).iterator(chunk_size=5000):
+        key: tuple[Any, ...] = row[: len(key_fields)]
         if per_bucket:
-            key = (*key, floor_to(row["bucket_start"], resolution))
+            key = (*key, floor_to(row[len(key_fields)], resolution))
         group = groups.get(key)
         if group is None:
             group = groups[key] = Group()
-        group.add_row(row)
+        group.add_row(row[len(key_fields) + 1 :])
     return groups
 
 
@@ -594,3 +625,85 @@ def beacons_last_minute(site: Site, *, now: datetime | None = None) -> int:
         site=site, bucket_seconds=Rollup.MINUTE, bucket_start__gte=floor_to(now - timedelta(minutes=1), 60)
     ).aggregate(total=Sum("samples"))["total"]
     return int(total or 0)
+
+
+@dataclass
+class AttributionPhase:
+    phase: str
+    label: str
+    mean: float | None
+    """Weighted mean in milliseconds (CLS's shift value unitless) over the
+    metrics that reported the phase."""
+
+
+@dataclass
+class AttributionRow:
+    kind: str
+    kind_label: str
+    key: str
+    """The element, URL, target or script; "" for the page load as a whole."""
+    samples: int
+    weight: float
+    impact: float
+    """Page views × mean excess over the "good" threshold: how much of the
+    metric's trouble this culprit explains. The ranking."""
+    mean_value: float | None
+    phases: list[AttributionPhase]
+
+
+ATTRIBUTION_FILTERS_NOTE = "Attribution is counted per route; the other filters do not apply to it."
+
+
+def attribution_top(query: DashboardQuery, *, name: str, limit: int = 10) -> list[AttributionRow]:
+    """The culprits of ``name`` in the range (and route, if chosen), each
+    kind's top ``limit`` by impact then page views, kinds in SPECS' order.
+    Read from AttributionRollup blocks, the range's start rounded down to the
+    hour. One query."""
+    if name not in SPECS:
+        raise ValueError(f"name must be one of {', '.join(SPECS)}")
+    time_range = query.time_range
+    start = block_start(time_range.start, HOUR)
+    open_end = time_range.preset != CUSTOM or time_range.end >= timezone.now()
+    condition = Q(pk__in=[])
+    for seconds, begin in blocks(start, time_range.end, open_end=open_end):
+        condition |= Q(bucket_seconds=seconds, bucket_start=begin)
+    rows = AttributionRollup.objects.filter(condition, site=query.site, name=name)
+    if query.route is not None:
+        rows = rows.filter(route=query.route)
+    merged: dict[tuple[str, str], AttributionAggregate] = {}
+    for kind_name, key, *totals in rows.values_list(
+        "kind", "key", "samples", "weight", "value_sum", "excess_sum", "phase_sums", "phase_weights"
+    ).iterator(chunk_size=5000):
+        samples, weight, value_sum, excess_sum, phase_sums, phase_weights = totals
+        target = merged.setdefault((kind_name, key), AttributionAggregate())
+        target.merge(AttributionAggregate(samples, weight, value_sum, excess_sum, phase_sums, phase_weights))
+    spec = SPECS[name]
+    phase_labels = {**dict(spec.phases), **dict(SERVER_TIMING_PHASES)}
+    out: list[AttributionRow] = []
+    for kind in spec.kinds:
+        found = [(key, agg) for (k, key), agg in merged.items() if k == kind.name and agg.samples > 0]
+        found.sort(key=lambda item: (-item[1].excess_sum, -item[1].weight, item[0]))
+        for key, agg in found[:limit]:
+            phases = SERVER_TIMING_PHASES if kind.name == "server" else spec.phases
+            out.append(
+                AttributionRow(
+                    kind=kind.name,
+                    kind_label=kind.label,
+                    key=key,
+                    samples=agg.samples,
+                    weight=agg.weight,
+                    impact=agg.excess_sum,
+                    mean_value=agg.value_sum / agg.weight if agg.weight > 0 else None,
+                    phases=[
+                        AttributionPhase(
+                            phase=phase,
+                            label=phase_labels[phase],
+                            mean=(agg.phase_sums[phase] / agg.phase_weights[phase])
+                            if agg.phase_weights.get(phase, 0) > 0
+                            else None,
+                        )
+                        for phase, _ in phases
+                    ],
+                )
+            )
+    return out

@@ -13,10 +13,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.resilience.breakers import redis_stream
-from apps.vitals.models import Metric, Rollup, RouteRule, Site, new_public_key
+from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions
-from apps.vitals.rollups import MINUTE_HORIZON, RollupDelta
+from apps.vitals.rollups import MINUTE_HORIZON, WEEK, RollupDelta, block_start
 from apps.vitals.selectors import rum_snippet_forget, site_cache_key
 from apps.vitals.stream import stream_append
 
@@ -119,7 +119,11 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
             elif old["value"] != record["value"]:
                 changed.append(record)
                 delta.add(old, -1)
-                delta.add({**old, "value": record["value"], "rating": record["rating"]})
+                # The new report's value and attribution, the first one's
+                # time bucket and dimensions.
+                delta.add(
+                    {**old, "value": record["value"], "rating": record["rating"], "attribution": record["attribution"]}
+                )
         if connection.vendor == "postgresql":
             _write_postgresql([r for r in fresh + changed if tuple(r[k] for k in _ROW_KEY) not in inserted])
         else:
@@ -133,7 +137,17 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
     )
 
 
-_STORED_COLUMNS = ("site_id", "day", "metric_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+_STORED_COLUMNS = (
+    "site_id",
+    "day",
+    "metric_id",
+    "occurred_at",
+    "value",
+    "rating",
+    "weight",
+    "attribution",
+    *Rollup.DIMENSIONS,
+)
 
 
 def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -148,6 +162,8 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
             )
             for values in cursor.fetchall():
                 row = dict(zip(_STORED_COLUMNS, values, strict=True))
+                # Django has psycopg leave jsonb as text; its JSONField decodes it.
+                row["attribution"] = json.loads(row["attribution"]) if row["attribution"] else {}
                 rows[(row["site_id"], row["day"], row["metric_id"])] = row
         return rows
     by_site_day: dict[tuple[int, Any], list[str]] = {}
@@ -217,21 +233,26 @@ def _write_portable(fresh: list[dict[str, Any]], changed: list[dict[str, Any]]) 
 
 
 def rollups_rebuild(*, site: Site, since: datetime, until: datetime | None = None, now: datetime | None = None) -> int:
-    """Recompute the rollups of ``site`` from its raw rows for whole hours
-    from ``since`` to ``until``; returns the rollup rows written. Rollups are
-    a pure function of the raw rows, so this repairs any drift and fills
-    rollups for raw rows that were loaded by other means."""
+    """Recompute the rollups of ``site`` from its raw rows for the whole
+    weeks (Monday to Sunday, UTC) from ``since`` to ``until``; returns the
+    rollup rows written. Rollups are a pure function of the raw rows, so this
+    repairs any drift and fills rollups for raw rows loaded by other means.
+    Whole weeks, because a week block of DimensionRollup must be rebuilt from
+    all of its raw rows or not at all; raw rows already dropped by retention
+    are gone from the rebuilt rollups too."""
     now = now or timezone.now()
-    start = since.replace(minute=0, second=0, microsecond=0)
-    end = (until or now).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = block_start(since, WEEK)
+    end = block_start(until or now, WEEK) + timedelta(seconds=WEEK)
     written = 0
     with transaction.atomic():
         _lock_sites([site.pk])
         Rollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
+        DimensionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
+        AttributionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
         delta = RollupDelta(now=now)
         rows = (
             Metric.objects.filter(site=site, occurred_at__gte=start, occurred_at__lt=end)
-            .values("site_id", "occurred_at", "value", "rating", "weight", *Rollup.DIMENSIONS)
+            .values("site_id", "occurred_at", "value", "rating", "weight", "attribution", *Rollup.DIMENSIONS)
             .iterator(chunk_size=5000)
         )
         for row in rows:
@@ -257,7 +278,9 @@ def rollups_compact(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             _lock_sites([site_id])
             minutes = Rollup.objects.filter(site_id=site_id, bucket_seconds=Rollup.MINUTE, bucket_start__lt=horizon)
-            delta = RollupDelta(now=now)
+            # Only Rollup rows change bucket; DimensionRollup rows counted
+            # these metrics already.
+            delta = RollupDelta(now=now, dimensions=False)
             for rollup in minutes.iterator(chunk_size=2000):
                 delta.merge_rollup(rollup)
                 folded += 1

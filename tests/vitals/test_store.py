@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apps.vitals.beacon import rating_for
-from apps.vitals.models import Metric, Rollup, Site
+from apps.vitals.models import DimensionRollup, Metric, Rollup, Site
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions, existing_partitions
 from apps.vitals.rollups import MINUTE_HORIZON
 from apps.vitals.services import metrics_drop_expired, metrics_store, rollups_compact, rollups_rebuild
@@ -60,9 +60,17 @@ def site() -> Site:
 
 
 def rollup_state(site: Site) -> dict[tuple[Any, ...], tuple[int, float, float, float, float, Sketch]]:
+    """Every Rollup and DimensionRollup row of ``site``, comparable."""
     state = {}
-    for r in Rollup.objects.filter(site=site):
-        key = (r.bucket_seconds, r.bucket_start, *(getattr(r, d) for d in Rollup.DIMENSIONS))
+    rows: list[tuple[tuple[Any, ...], Rollup | DimensionRollup]] = [
+        ((r.bucket_seconds, r.bucket_start, *(getattr(r, d) for d in Rollup.DIMENSIONS)), r)
+        for r in Rollup.objects.filter(site=site)
+    ]
+    rows += [
+        (("dim", r.dimension, r.bucket_seconds, r.bucket_start, r.name, r.value), r)
+        for r in DimensionRollup.objects.filter(site=site)
+    ]
+    for key, r in rows:
         state[key] = (
             r.samples,
             round(r.weight, 6),
@@ -151,6 +159,7 @@ def test_incremental_rollups_equal_a_rebuild_and_percentiles_are_within_one_perc
 ) -> None:
     Metric.objects.filter(site=site).delete()
     Rollup.objects.filter(site=site).delete()
+    DimensionRollup.objects.filter(site=site).delete()
     records = []
     for n, _, value, _, _, _ in rows:
         # A re-report keeps its page view's time and dimensions: they come

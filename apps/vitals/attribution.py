@@ -1,0 +1,106 @@
+"""What each metric's attribution blames, as the attribution rollups count it.
+
+web-vitals' attribution build explains each metric (its README,
+"Attribution"); the snippet (static/perfhub/rum.js) keeps the fields below.
+A metric is counted once per kind it names: an LCP under its element and
+under its resource URL, an INP under its target and under its longest
+script. Phases are durations in milliseconds whose weighted means the
+attribution pages show.
+"""
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Keys longer than this are cut: enough to tell selectors and URLs apart,
+# and short enough for the rollup's unique index.
+MAX_KEY_LENGTH = 200
+# Attribution for the site or route as a whole (phases without a culprit).
+WHOLE = ""
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    label: str
+    field: str | None
+    """The attribution field naming the culprit; None: the metric as a whole."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    kinds: tuple[Kind, ...]
+    phases: tuple[tuple[str, str], ...]
+    """(attribution field, label) of each phase, in order."""
+
+
+SPECS: dict[str, Spec] = {
+    "LCP": Spec(
+        kinds=(Kind("element", "LCP element", "target"), Kind("resource", "LCP resource", "url")),
+        phases=(
+            ("timeToFirstByte", "TTFB"),
+            ("resourceLoadDelay", "Resource load delay"),
+            ("resourceLoadDuration", "Resource load duration"),
+            ("elementRenderDelay", "Element render delay"),
+        ),
+    ),
+    "INP": Spec(
+        kinds=(
+            Kind("target", "Interaction target", "interactionTarget"),
+            Kind("script", "Longest script", "longestScriptURL"),
+        ),
+        phases=(
+            ("inputDelay", "Input delay"),
+            ("processingDuration", "Processing"),
+            ("presentationDelay", "Presentation delay"),
+            ("longestScriptDuration", "Longest script"),
+        ),
+    ),
+    "CLS": Spec(
+        kinds=(Kind("shift", "Shift source", "largestShiftTarget"),),
+        phases=(("largestShiftValue", "Largest shift"),),
+    ),
+    "FCP": Spec(
+        kinds=(Kind("phases", "Page load", None),),
+        phases=(("timeToFirstByte", "TTFB"), ("firstByteToFCP", "First byte to FCP")),
+    ),
+    "TTFB": Spec(
+        kinds=(Kind("phases", "Page load", None), Kind("server", "Server-Timing (PerfHub pages)", None)),
+        phases=(
+            ("waitingDuration", "Waiting"),
+            ("cacheDuration", "Cache"),
+            ("dnsDuration", "DNS"),
+            ("connectionDuration", "Connection"),
+            ("requestDuration", "Request"),
+        ),
+    ),
+}
+# The Server-Timing names PerfHub's own pages send (apps.metrics.middleware).
+SERVER_TIMING_PHASES = (("db", "Database"), ("cache", "Cache"), ("app", "Application"))
+
+
+def attribution_parts(name: str, attribution: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, float]]]:
+    """(kind, key, phases) for each kind this metric's attribution names."""
+    spec = SPECS.get(name)
+    if spec is None or not attribution:
+        return
+    for kind in spec.kinds:
+        if kind.name == "server":
+            timing = attribution.get("serverTiming")
+            if isinstance(timing, Mapping):
+                phases = {p: float(timing[p]) for p, _ in SERVER_TIMING_PHASES if _is_number(timing.get(p))}
+                if phases:
+                    yield kind.name, WHOLE, phases
+            continue
+        phases = {p: float(attribution[p]) for p, _ in spec.phases if _is_number(attribution.get(p))}
+        if kind.field is None:
+            if phases:
+                yield kind.name, WHOLE, phases
+            continue
+        culprit = attribution.get(kind.field)
+        if isinstance(culprit, str) and culprit:
+            yield kind.name, culprit[:MAX_KEY_LENGTH], phases
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
