@@ -27,7 +27,9 @@ from apps.vitals import export
 from apps.vitals.filters import DashboardQuery, dashboard_query_parse
 from apps.vitals.models import Site
 from apps.vitals.selectors import (
+    ATTRIBUTION_FILTERS_NOTE,
     COMPARE_METHOD,
+    attribution_top,
     metric_breakdown,
     metric_histogram,
     metric_series,
@@ -38,6 +40,8 @@ from apps.vitals.selectors import (
 )
 from apps.vitals.serializers import (
     DASHBOARD_PARAMETERS,
+    AttributionParams,
+    AttributionSerializer,
     BreakdownParams,
     BreakdownSerializer,
     CompareParams,
@@ -198,6 +202,22 @@ class BreakdownView(APIView):
         name, dimension = params.validated_data["name"], params.validated_data["dimension"]
         rows = metric_breakdown(query, name=name, dimension=dimension)
         return Response(BreakdownSerializer(answer(query, name=name, dimension=dimension, rows=rows)).data)
+
+
+class AttributionView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="What to blame: the top LCP elements and resources, INP targets and scripts, CLS shift sources, "
+        "FCP and TTFB phases (with Server-Timing for PerfHub's pages), ranked by impact",
+        description=ATTRIBUTION_FILTERS_NOTE,
+        parameters=[*DASHBOARD_PARAMETERS, AttributionParams],
+        responses={200: AttributionSerializer, **ERRORS},
+    )
+    def get(self, request: Request, site: str) -> Response:
+        query, params = question_with(request, site_for(site), AttributionParams)
+        name = params.validated_data["name"]
+        rows = attribution_top(query, name=name, limit=params.validated_data["limit"])
+        return Response(AttributionSerializer(answer(query, name=name, note=ATTRIBUTION_FILTERS_NOTE, rows=rows)).data)
 
 
 class CompareView(APIView):

@@ -267,7 +267,7 @@ class SiteSerializer(serializers.Serializer):
     retention_days = serializers.IntegerField()
     links = serializers.SerializerMethodField()
 
-    SITE_ENDPOINTS = ("summary", "routes", "series", "histogram", "breakdown", "compare", "export")
+    SITE_ENDPOINTS = ("summary", "routes", "series", "histogram", "breakdown", "attribution", "compare", "export")
 
     @extend_schema_field(serializers.DictField(child=serializers.URLField()))
     def get_links(self, site: Site) -> dict[str, str]:
@@ -382,6 +382,29 @@ class BreakdownSerializer(AnswerSerializer):
     name = serializers.CharField()
     dimension = serializers.CharField()
     rows = BreakdownRowSerializer(many=True)
+
+
+class AttributionPhaseSerializer(serializers.Serializer):
+    phase = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # see CompareSideSerializer.label
+    mean = serializers.FloatField(allow_null=True, help_text="Weighted mean, ms (CLS: unitless).")
+
+
+class AttributionRowSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    kind_label = serializers.CharField()
+    key = serializers.CharField(help_text='The element, URL, target or script; "" for the page load as a whole.')
+    samples = serializers.IntegerField()
+    weight = serializers.FloatField()
+    impact = serializers.FloatField(help_text="Page views × mean excess over the good threshold: the ranking.")
+    mean_value = serializers.FloatField(allow_null=True)
+    phases = AttributionPhaseSerializer(many=True)
+
+
+class AttributionSerializer(AnswerSerializer):
+    name = serializers.CharField()
+    note = serializers.CharField()
+    rows = AttributionRowSerializer(many=True)
 
 
 class CompareSideSerializer(serializers.Serializer):

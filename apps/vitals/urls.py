@@ -12,6 +12,7 @@ urlpatterns = [
     path("sites/<slug:site>/series", apis.SeriesView.as_view(), name="api-site-series"),
     path("sites/<slug:site>/histogram", apis.HistogramView.as_view(), name="api-site-histogram"),
     path("sites/<slug:site>/breakdown", apis.BreakdownView.as_view(), name="api-site-breakdown"),
+    path("sites/<slug:site>/attribution", apis.AttributionView.as_view(), name="api-site-attribution"),
     path("sites/<slug:site>/compare", apis.CompareView.as_view(), name="api-site-compare"),
     path("sites/<slug:site>/export", apis.ExportView.as_view(), name="api-site-export"),
 ]

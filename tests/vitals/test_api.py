@@ -2,6 +2,7 @@
 pagination, and the number of queries each endpoint makes (all from
 rollups: none reads raw metric rows)."""
 
+import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -14,7 +15,7 @@ from pytest_django import DjangoAssertNumQueries
 
 from apps.vitals.models import Site
 from apps.vitals.selectors import COMPARE_METHOD, METRIC_ORDER
-from tests.vitals.dashboard_seed import NOW, latest, re_reports, seeded_records, store
+from tests.vitals.dashboard_seed import NOW, latest, raw_record, re_reports, seeded_records, store
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +27,7 @@ SITE_ENDPOINTS = [
     ("series", {"name": "LCP"}),
     ("histogram", {"name": "CLS"}),
     ("breakdown", {"name": "INP", "dimension": "browser"}),
+    ("attribution", {"name": "LCP"}),
     ("compare", {}),
     ("export", {"kind": "routes"}),
 ]
@@ -122,6 +124,10 @@ BAD = [
     ("breakdown", {"name": "LCP"}, "dimension"),
     ("breakdown", {"name": "LCP", "dimension": "os"}, "dimension"),
     ("breakdown", {"dimension": "browser"}, "name"),
+    ("attribution", {}, "name"),
+    ("attribution", {"name": "FID"}, "name"),
+    ("attribution", {"name": "LCP", "limit": "0"}, "limit"),
+    ("attribution", {"name": "LCP", "limit": "101"}, "limit"),
     ("compare", {"mode": "weeks"}, "mode"),
     ("compare", {"mode": "releases", "a_release": "2026.11.1"}, "b_release"),
     ("compare", {"a_start": NOW.isoformat()}, "a_end"),
@@ -292,6 +298,31 @@ def test_series_histogram_and_breakdown(viewer_client: Client, stored: list[dict
     assert sum(row["samples"] for row in rows) == len(recent)
 
 
+def test_attribution_ranks_culprits_by_impact(viewer_client: Client, site: Site) -> None:
+    # Ten page views of the logo, each 100 ms over "good"; two of the hero,
+    # 2000 ms over: the hero explains more of the trouble and comes first.
+    at = NOW - timedelta(hours=2)
+    hero = {"target": "main > img.hero", "url": "https://cdn.example.com/hero.jpg", "resourceLoadDelay": 300.0}
+    logo = {"target": "header > img.logo", "url": "https://cdn.example.com/logo.svg", "resourceLoadDelay": 50.0}
+    store(
+        [raw_record(site, n, name="LCP", value=2600.0, at=at, attribution=logo) for n in range(10)]
+        + [raw_record(site, 100 + n, name="LCP", value=4500.0, at=at, attribution=hero) for n in range(2)]
+    )
+    answer = viewer_client.get("/api/v1/sites/shop/attribution", {**RANGE, "name": "LCP"}).json()
+    assert answer["name"] == "LCP"
+    assert answer["note"]
+    elements = [row for row in answer["rows"] if row["kind"] == "element"]
+    assert [row["key"] for row in elements] == ["main > img.hero", "header > img.logo"]
+    assert (elements[0]["samples"], elements[0]["impact"]) == (2, pytest.approx(4000.0))
+    assert (elements[1]["samples"], elements[1]["impact"]) == (10, pytest.approx(1000.0))
+    phases = {p["phase"]: p["mean"] for p in elements[0]["phases"]}
+    assert phases["resourceLoadDelay"] == pytest.approx(300.0)
+    assert phases["timeToFirstByte"] is None
+    assert {row["kind"] for row in answer["rows"]} == {"element", "resource"}
+    one = viewer_client.get("/api/v1/sites/shop/attribution", {**RANGE, "name": "LCP", "limit": 1}).json()
+    assert [row["key"] for row in one["rows"] if row["kind"] == "element"] == ["main > img.hero"]
+
+
 def test_compare_two_releases(viewer_client: Client, stored: list[dict[str, Any]]) -> None:
     answer = viewer_client.get(
         "/api/v1/sites/shop/compare",
@@ -342,6 +373,7 @@ QUERIES = [
     ("series", {"name": "LCP"}, 4),  # metric_series: buckets, release markers
     ("histogram", {"name": "LCP"}, 3),
     ("breakdown", {"name": "LCP", "dimension": "country"}, 3),
+    ("attribution", {"name": "INP"}, 3),  # attribution_top
     ("compare", {}, 6),  # vitals_compare: each side overall and per route
     ("compare", {"by_route": "false"}, 4),
     ("export", {"kind": "routes"}, 3),
@@ -382,7 +414,8 @@ def test_only_the_raw_export_reads_raw_rows(
     with CaptureQueriesContext(connection) as queries:
         body(viewer_client.get(f"/api/v1/sites/shop/{endpoint}", {**RANGE, **params}))
     sql = " ".join(q["sql"] for q in queries.captured_queries)
-    assert "vitals_rollup" in sql
+    # Rollup, DimensionRollup or AttributionRollup rows; never vitals_metric.
+    assert re.search(r"\bvitals_\w*rollup\b", sql)
     assert "vitals_metric" not in sql
     with CaptureQueriesContext(connection) as queries:
         body(viewer_client.get("/api/v1/sites/shop/export", {**RANGE, "kind": "raw"}))
