@@ -204,3 +204,23 @@ def test_sample_rate_weighting_moves_the_percentile(viewer_client: Client, site:
     check(route["metrics"]["LCP"]["value"], weighted, "routes table p75")
     breakdown = get(viewer_client, "breakdown", name="LCP", dimension="device_class", **RECENT)["rows"][0]
     check(breakdown["percentile_value"], weighted, "breakdown p75")
+
+
+def test_questions_about_two_dimensions_match_the_raw_rows(viewer_client: Client, rows: list[dict[str, Any]]) -> None:
+    """A filter plus a breakdown (or a route plus a filter) is finer than the
+    one-dimension rollups: the answer merges the full rollup rows, and must
+    be as right."""
+    start, end = NOW - timedelta(days=2), NOW
+    answer = get(viewer_client, "breakdown", name="INP", dimension="browser", device_class="mobile", p=99, **RANGE)
+    assert answer["rows"]
+    for row in answer["rows"]:
+        where = in_range(start, end, name="INP", device_class="mobile", browser=row["value"])
+        value, samples = exact(rows, 0.99, where=where)
+        check(row["percentile_value"], value, f"mobile {row['value']}")
+        assert row["samples"] == samples
+    summary = get(viewer_client, "summary", route="/checkout", country="DE", **RANGE)
+    for card in summary["cards"]:
+        where = in_range(start, end, name=card["name"], route="/checkout", country="DE")
+        value, samples = exact(rows, 0.75, where=where)
+        check(card["value"], value, f"/checkout DE {card['name']}")
+        assert card["samples"] == samples
