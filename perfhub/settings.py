@@ -326,3 +326,16 @@ GEOIP_PATH = env_str("GEOIP_PATH")
 # Seconds between worker heartbeats; the readiness and health checks call a
 # worker dead after three missed beats.
 WORKER_HEARTBEAT_SECONDS = env_int("PERFHUB_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
+
+# --- Ops overview and query insight (apps.metrics) ----------------------------
+
+# A Prometheus server scraping every replica: the ops page then reads its
+# history over PromQL instead of this host's own registry.
+PROMETHEUS_URL = env_str("PROMETHEUS_URL").rstrip("/")
+if PROMETHEUS_URL and not PROMETHEUS_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"PROMETHEUS_URL must start with http:// or https://, not {PROMETHEUS_URL!r}.")
+PROMETHEUS_TIMEOUT = env_float("PERFHUB_PROMETHEUS_TIMEOUT", 2.0, minimum=0.1, maximum=30)
+# Share of requests whose SQL is recorded for the N+1 and duplicate report;
+# 0 turns query insight off.
+QUERY_SAMPLE_RATE = env_float("PERFHUB_QUERY_SAMPLE_RATE", 0.01, minimum=0.0, maximum=1.0)
+NPLUSONE_THRESHOLD = env_int("PERFHUB_NPLUSONE_THRESHOLD", 5, minimum=2, maximum=10_000)

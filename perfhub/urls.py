@@ -28,6 +28,7 @@ admin.site.site_title = "PerfHub admin"
 urlpatterns = [
     path("", include("apps.core.urls")),
     path("vitals/", include(("apps.vitals.urls_html", "vitals"))),
+    path("ops/", include(("apps.metrics.urls_html", "metrics"))),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -8,7 +8,9 @@ from contextlib import ExitStack
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
 
+from apps.metrics.instruments import REQUESTS_IN_FLIGHT, request_observe
 from apps.metrics.logging import request_id_var
+from apps.metrics.query_insight import query_sample_start
 from apps.metrics.timing import request_ledger, time_sql
 
 request_logger = logging.getLogger("perfhub.request")
@@ -63,9 +65,10 @@ class ServerTimingMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         start = time.perf_counter()
-        with request_ledger() as ledger, ExitStack() as wrappers:
+        with request_ledger() as ledger, ExitStack() as wrappers, REQUESTS_IN_FLIGHT.track_inprogress():
             for connection in connections.all(initialized_only=False):
                 wrappers.enter_context(connection.execute_wrapper(time_sql))
+            queries = query_sample_start(wrappers)
             response = self.get_response(request)
         total_ms = (time.perf_counter() - start) * 1000
         db_ms = ledger.db_seconds * 1000
@@ -76,4 +79,5 @@ class ServerTimingMiddleware:
             f'cache;dur={cache_ms:.2f};desc="{ledger.cache_calls} calls", '
             f"app;dur={app_ms:.2f}"
         )
+        request_observe(request, ledger, queries)
         return response

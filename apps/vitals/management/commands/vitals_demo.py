@@ -97,7 +97,9 @@ class Command(BaseCommand):
         written = 0
         began = time.monotonic()
         for index in range(pageviews):
-            at = start + timedelta(seconds=rng.random() * span)
+            # In time order, as real traffic arrives: each batch then
+            # touches the rollup blocks of a few hours, not of every day.
+            at = start + timedelta(seconds=(index + rng.random()) / pageviews * span)
             # Releases roll out over the period; each is a little faster.
             release_index = min(int((at - start).total_seconds() / span * len(releases)), len(releases) - 1)
             client = _pick(rng, clients)
