@@ -3,10 +3,11 @@
 With no worker running, fills the Redis beacon stream with --metrics metric
 records (default 1,000,000): realistic beacons of five metrics each, built
 by vitals_demo's generator and parsed by the endpoint's own parse_beacon,
-spread over the last --days days, one stream entry per beacon as the
-endpoint appends them. Then it times the drain done by the real consumer
-code, StreamConsumer with metrics_store as `manage.py worker` runs it: raw
-rows, deduplication and rollups, in one process here, or in --consumers N
+spread over the last --days days in arrival order (page views in time order,
+a few late ones), one stream entry per beacon as the endpoint appends them.
+Then it times the drain done by the real consumer code, StreamConsumer
+with metrics_store as `manage.py worker` runs it: raw rows, deduplication
+and rollups, in one process here, or in --consumers N
 `manage.py worker` processes. Afterwards it checks that every metric was
 stored once and counted once in the rollups.
 
@@ -248,7 +249,11 @@ def fill(site: "Site", args: argparse.Namespace) -> Fill:
     days: set[date] = set()
     next_report = 0.25
     while appended < args.metrics:
-        at = start + timedelta(seconds=rng.random() * span)
+        # Arrival order, as the endpoint appends them: page views in time
+        # order, most a few seconds old when they arrive, one in fifty up to
+        # an hour late (a beacon sent when a tab is finally closed).
+        late = rng.random() * (3600 if rng.random() < 0.02 else 60)
+        at = max(start, start + timedelta(seconds=appended / args.metrics * span - late))
         release_index = min(int((at - start).total_seconds() / span * len(releases)), len(releases) - 1)
         client = _pick(rng, clients)
         path_template, _, route_factor = rng.choices(ROUTES, weights=[r[1] for r in ROUTES])[0]

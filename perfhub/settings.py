@@ -131,6 +131,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.core.context_processors.navigation",
                 "apps.vitals.context_processors.rum_snippet",
+                "apps.resilience.context_processors.degradation",
             ],
         },
     },
@@ -181,7 +182,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 # The instrumented backends add Prometheus counters and Server-Timing.
-_redis_backend = "apps.metrics.cache_backends.RedisCache" if INSTRUMENT else "django_redis.cache.RedisCache"
+# Behind the redis-cache circuit breaker: while Redis fails the cache is
+# bypassed (reads miss, writes are dropped) instead of failing requests.
+_redis_backend = (
+    "apps.resilience.cache.ResilientRedisCache" if INSTRUMENT else "apps.resilience.cache.PlainResilientRedisCache"
+)
 _locmem_backend = (
     "apps.metrics.cache_backends.LocMemCache" if INSTRUMENT else "django.core.cache.backends.locmem.LocMemCache"
 )
@@ -310,6 +315,22 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
     },
 }
+
+# --- Resilience and health ----------------------------------------------------
+
+# Seconds an open circuit breaker waits before letting trial calls through;
+# 0 keeps each breaker's own (15 s, see apps/resilience/breakers.py).
+BREAKER_RESET_SECONDS = env_float("PERFHUB_BREAKER_RESET_SECONDS", 0, minimum=0, maximum=3600)
+# Each health check is reported down after this many seconds.
+HEALTH_CHECK_TIMEOUT = env_float("PERFHUB_HEALTH_TIMEOUT", 3.0, minimum=0.1, maximum=60)
+# Beacon stream entries not yet in the database: degraded, then down.
+HEALTH_BACKLOG_DEGRADED = env_int("PERFHUB_HEALTH_BACKLOG_DEGRADED", 10_000, minimum=1)
+HEALTH_BACKLOG_DOWN = env_int("PERFHUB_HEALTH_BACKLOG_DOWN", 1_000_000, minimum=1)
+# Free space left on the data directory's file system, in percent.
+HEALTH_DISK_DEGRADED_PERCENT = env_float("PERFHUB_HEALTH_DISK_DEGRADED_PERCENT", 10, minimum=0, maximum=100)
+HEALTH_DISK_DOWN_PERCENT = env_float("PERFHUB_HEALTH_DISK_DOWN_PERCENT", 2, minimum=0, maximum=100)
+# A last successful backup older than this is reported degraded.
+HEALTH_BACKUP_MAX_AGE_HOURS = env_int("PERFHUB_HEALTH_BACKUP_MAX_AGE_HOURS", 26, minimum=1)
 
 # --- Real-user monitoring ---------------------------------------------------
 

@@ -10,6 +10,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.metrics.urls")),
     path("", include("apps.vitals.urls")),
     path("whoami", WhoAmIView.as_view(), name="api-whoami"),
+    path("", include("apps.resilience.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file, and
     # templates/drf_spectacular/swagger_ui.html drops its inline <style>, so
@@ -32,5 +33,6 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("resilience/", include(("apps.resilience.urls_html", "resilience"))),
     path("api/v1/", include(api_v1)),
 ]

@@ -247,3 +247,23 @@ class SiteForm(forms.Form):
         if taken.exists():
             raise ValidationError("A site with this name already exists.", code="unique")
         return name
+
+
+class CompareForm(forms.Form):
+    """What the compare page puts side by side, besides the dashboard's
+    own range and filters (DashboardQueryForm)."""
+
+    mode = forms.ChoiceField(
+        label="Compare",
+        choices=[("periods", "Two periods"), ("releases", "Two releases")],
+        required=False,
+        initial="periods",
+    )
+    baseline = forms.ChoiceField(
+        label="Against",
+        choices=[("previous", "The previous period"), ("week", "The same period a week earlier")],
+        required=False,
+        initial="previous",
+    )
+    a = forms.CharField(label="Release A (before)", required=False, max_length=100)
+    b = forms.CharField(label="Release B (after)", required=False, max_length=100)

@@ -196,6 +196,7 @@ class RollupDelta:
         self.dimensions = dimensions
         self.aggregates: dict[RollupKey, Aggregate] = {}
         # Hour blocks only; the larger ones are folded from these in apply().
+        self.hourly: dict[DimensionKey, Aggregate] = {}
         self.attributions: dict[AttributionKey, AttributionAggregate] = {}
 
     def add(self, row: Mapping[str, Any], sign: int = 1) -> None:
@@ -206,12 +207,23 @@ class RollupDelta:
         if aggregate is None:
             aggregate = self.aggregates[key] = Aggregate()
         aggregate.add(row["value"], row["rating"], row["weight"], sign)
-        if self.dimensions and row.get("attribution"):
-            name = row["name"]
+        if not self.dimensions:
+            return
+        site_id, name = row["site_id"], row["name"]
+        # Buckets start on a minute or an hour.
+        hour = start.replace(minute=0)
+        # Counted straight into each dimension's hour block: adding a value
+        # costs less than merging the Rollup deltas' sketches afterwards.
+        for dimension in DIMENSION_GRAINS:
+            dimension_key = (site_id, dimension, HOUR, hour, name, "" if dimension == "site" else row[dimension])
+            block = self.hourly.get(dimension_key)
+            if block is None:
+                block = self.hourly[dimension_key] = Aggregate()
+            block.add(row["value"], row["rating"], row["weight"], sign)
+        if row.get("attribution"):
             excess = max(0.0, row["value"] - THRESHOLDS[name][0])
-            hour = block_start(start, HOUR)
             for kind, culprit, phases in attribution_parts(name, row["attribution"]):
-                attribution_key = (row["site_id"], HOUR, hour, name, row["route"], kind, culprit)
+                attribution_key = (site_id, HOUR, hour, name, row["route"], kind, culprit)
                 found = self.attributions.get(attribution_key)
                 if found is None:
                     found = self.attributions[attribution_key] = AttributionAggregate()
@@ -241,20 +253,11 @@ class RollupDelta:
         return len(self.aggregates)
 
     def dimension_aggregates(self) -> dict[DimensionKey, Aggregate]:
-        """The DimensionRollup deltas: each Rollup delta counted once per
-        dimension into its hour block, then the hour blocks into the larger
-        ones. Folding the batch's few hour blocks, rather than every row into
-        every level, keeps the cost per metric at one fold per dimension."""
-        hourly: dict[DimensionKey, Aggregate] = {}
-        name_at = 3 + Rollup.DIMENSIONS.index("name")
-        positions = {d: 3 + Rollup.DIMENSIONS.index(d) for d in DIMENSION_GRAINS if d != "site"}
-        for key, aggregate in self.aggregates.items():
-            site_id, hour, name = key[0], block_start(key[2], HOUR), key[name_at]
-            _fold(hourly, (site_id, "site", HOUR, hour, name, ""), aggregate)
-            for dimension, position in positions.items():
-                _fold(hourly, (site_id, dimension, HOUR, hour, name, key[position]), aggregate)
-        out = dict(hourly)
-        for (site_id, dimension, _, hour, name, value), aggregate in hourly.items():
+        """The DimensionRollup deltas: the hour blocks ``add`` counted, and
+        the larger blocks folded from them (a batch spans few hours, so this
+        is a few folds per hour block, not per metric)."""
+        out = dict(self.hourly)
+        for (site_id, dimension, _, hour, name, value), aggregate in self.hourly.items():
             for seconds in LEVELS[1:]:
                 _fold(out, (site_id, dimension, seconds, block_start(hour, seconds), name, value), aggregate)
         return out

@@ -12,6 +12,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.resilience import breakers
 from apps.resilience.breakers import redis_stream
 from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
@@ -406,5 +407,9 @@ def beacon_ingest(*, records: list[dict[str, Any]]) -> str:
             pass
         except Exception:
             logger.warning("beacon stream unavailable; writing to the database", exc_info=True)
+        # The fallback has its own breaker: with Redis and PostgreSQL both
+        # failing, answer 503 at once rather than wait on the database too.
+        breakers.breaker("database").call(metrics_store, records=records)
+        return "database"
     metrics_store(records=records)
     return "database"

@@ -7,13 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
+import pybreaker
 from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from apps.core.locks import job_lock
+from apps.resilience.breakers import breaker
 from apps.vitals.services import metrics_store
 from apps.vitals.stream import StreamConsumer
 from perfhub.telemetry import configure_tracing
@@ -41,6 +43,16 @@ def default_jobs() -> list[PeriodicJob]:
         # Partitions ahead, retention, minute rollups folded into hours.
         PeriodicJob("vitals_maintain", interval=600),
     ]
+
+
+def _store_behind_breaker(records: list[dict[str, object]]) -> object:
+    """Stream records into the database through its breaker, whose state the
+    web processes show as the "database down" degradation mode. An open
+    breaker is a DatabaseError to the consumer: the entries stay pending."""
+    try:
+        return breaker("database").call(metrics_store, records=records)
+    except pybreaker.CircuitBreakerError as exc:
+        raise DatabaseError(str(exc)) from exc
 
 
 class Command(BaseCommand):
@@ -87,7 +99,7 @@ class Command(BaseCommand):
     def _stream_consumer(self) -> "StreamConsumer | None":
         if not settings.REDIS_URL:
             return None  # the embedded default writes beacons in the request
-        consumer = StreamConsumer(store=lambda records: metrics_store(records=records))
+        consumer = StreamConsumer(store=_store_behind_breaker)
         consumer.ensure_group()
         self.stdout.write(f"Consuming the beacon stream as {consumer.name}.")
         return consumer
