@@ -4,9 +4,9 @@ sort the routes, open a route, its attribution and a metric's chart, and watch b
 meanwhile appear without a reload, the unchanged polls answered 304 and not
 swapped.
 
-The figures shown are compared with the selectors' own results for the
-same question (the JSON API serves those same selectors; it is another
-branch's work)."""
+The cards are compared with the JSON API's answer to the same question,
+fetched with the browser's session; the routes table with the selectors'
+results, which the API serves too."""
 
 import http.client
 import json
@@ -102,10 +102,16 @@ def shown(page: Page, name: str) -> str:
 
 
 def assert_cards_match(page: Page, site: Site) -> None:
-    for card in expected(site, page).cards:
-        assert shown(page, card.name) == vital_number(card.value, card.name), card.name
-        samples = page.locator(f'article[data-metric="{card.name}"] .samples').inner_text()
-        assert samples == f"{card.samples:,}"
+    """The cards show what the JSON API answers for the same question, asked
+    with the browser's own session."""
+    answer = page.request.get(f"/api/v1/sites/{site.name}/summary?{urlsplit(page.url).query}")
+    assert answer.status == 200, answer.text()
+    cards = answer.json()["cards"]
+    assert [card["name"] for card in cards] == [card.name for card in expected(site, page).cards]
+    for card in cards:
+        assert shown(page, card["name"]) == vital_number(card["value"], card["name"]), card["name"]
+        samples = page.locator(f'article[data-metric="{card["name"]}"] .samples').inner_text()
+        assert samples == f"{card['samples']:,}"
 
 
 def apply_filters(page: Page) -> None:
