@@ -117,7 +117,7 @@ def instructions(env: dict[str, str], args: argparse.Namespace, requests: int, o
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from bench.overhead import api_token, base_env
+    from bench.overhead import api_token, base_env, sampler_env
 
     env = base_env(argparse.Namespace(workers=1, database_url=args.database_url, redis_url=args.redis_url), workdir)
     per_request: dict[str, float] = {}
@@ -131,6 +131,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "PERFHUB_INSTRUMENT": instrument,
                 "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{name}-prometheus"),
             }
+            if name == "instrumented":
+                run_env.update(sampler_env(args))
             (workdir / f"{name}-prometheus").mkdir()
             counts = [
                 instructions(run_env, args, n, workdir / f"{name}-{n}.callgrind")
@@ -152,6 +154,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=100, help="requests before (default: %(default)s)")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--redis-url", default="")
+    parser.add_argument("--traces-sampler", default="", help="OTEL_TRACES_SAMPLER (default: unset, PerfHub's)")
+    parser.add_argument("--traces-sampler-arg", default="", help="OTEL_TRACES_SAMPLER_ARG (default: unset, 0.1)")
     parser.add_argument("--traceparent", default="", help="sent with every request, e.g. a sampled one")
     parser.add_argument("--configurations", default="instrumented,bare", help="which to measure (default: %(default)s)")
     parser.add_argument("--keep", default="", help="a directory to copy the callgrind files to")
@@ -176,6 +180,8 @@ def main() -> int:
             "path": args.path,
             "requests": args.requests,
             "traceparent": bool(args.traceparent),
+            "traces_sampler": args.traces_sampler or "default",
+            "traces_sampler_arg": args.traces_sampler_arg or "default",
         }
     )
     return 0

@@ -135,6 +135,8 @@ def _sample_before_tracing() -> None:
     can stay right behind it."""
     from django.conf import settings
 
+    if _OTEL_MIDDLEWARE not in settings.MIDDLEWARE:
+        return  # OTEL_PYTHON_DJANGO_INSTRUMENT=False
     middleware = [m for m in settings.MIDDLEWARE if m != _OTEL_MIDDLEWARE]
     settings.MIDDLEWARE = ["apps.metrics.tracing.SampledTracingMiddleware", *middleware]
 
