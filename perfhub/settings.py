@@ -112,9 +112,7 @@ MIDDLEWARE = [
 # baseline. Tracing has its own switch, the standard OTEL_* variables.
 INSTRUMENT = env_bool("PERFHUB_INSTRUMENT", True)
 if not INSTRUMENT:
-    MIDDLEWARE = [
-        m for m in MIDDLEWARE if not m.startswith(("django_prometheus.", "apps.metrics."))
-    ]
+    MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith(("django_prometheus.", "apps.metrics."))]
 
 ROOT_URLCONF = "perfhub.urls"
 WSGI_APPLICATION = "perfhub.wsgi.application"
