@@ -117,6 +117,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="DATABASE_URL for both servers, migrated by the bench (default: SQLite in a temporary directory)",
     )
     parser.add_argument("--redis-url", default="", help="REDIS_URL for both servers (default: local-memory cache)")
+    parser.add_argument(
+        "--traces-sampler",
+        default="",
+        help="OTEL_TRACES_SAMPLER for the instrumented server (default: unset, PerfHub's production default, "
+        "parentbased_traceidratio)",
+    )
+    parser.add_argument(
+        "--traces-sampler-arg",
+        default="",
+        help="OTEL_TRACES_SAMPLER_ARG for the instrumented server (default: unset, 0.1)",
+    )
     args = parser.parse_args(argv)
     if not args.path.startswith("/"):
         parser.error("--path must start with /")
@@ -144,6 +155,17 @@ def base_env(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
         env["DATABASE_URL"] = args.database_url
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
+    return env
+
+
+def sampler_env(args: argparse.Namespace) -> dict[str, str]:
+    """The head sampler of the instrumented server: unset, it is the one
+    production runs with (perfhub.telemetry.DEFAULT_SAMPLER)."""
+    env = {}
+    if args.traces_sampler:
+        env["OTEL_TRACES_SAMPLER"] = args.traces_sampler
+    if args.traces_sampler_arg:
+        env["OTEL_TRACES_SAMPLER_ARG"] = args.traces_sampler_arg
     return env
 
 
@@ -267,7 +289,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
             serve(
                 "instrumented",
                 config=BASE_DIR / "bench" / "gunicorn_inmemory_tracing.py",
-                env={**env, "PERFHUB_INSTRUMENT": "True"},
+                env={**env, "PERFHUB_INSTRUMENT": "True", **sampler_env(args)},
                 workdir=workdir,
             )
         )
@@ -301,7 +323,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
             for name, server in pair.items():
                 requests[name] += wrk(server, args.path, headers, args, args.warmup).requests
         for number in range(1, args.rounds + 1):
-            for name, server in pair.items():
+            # A/B, then B/A: whichever runs second in a round does not
+            # always meet the same moment of the machine's load.
+            order = list(pair.items()) if number % 2 else list(reversed(pair.items()))
+            for name, server in order:
                 run = wrk(server, args.path, headers, args, args.duration)
                 runs[name].append(run)
                 requests[name] += run.requests
@@ -351,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "instrumented_runs_rps": [run.rps for run in result.runs["instrumented"]],
             "bare_runs_rps": [run.rps for run in result.runs["bare"]],
+            "traces_sampler": args.traces_sampler or "default",
+            "traces_sampler_arg": args.traces_sampler_arg or "default",
+            "spans_exported": result.spans,
         }
     )
     return 0

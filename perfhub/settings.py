@@ -104,7 +104,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "apps.metrics.prometheus.PrometheusAfterMiddleware",
 ]
 
 # PERFHUB_INSTRUMENT=False drops every piece of self-instrumentation
@@ -112,9 +112,7 @@ MIDDLEWARE = [
 # baseline. Tracing has its own switch, the standard OTEL_* variables.
 INSTRUMENT = env_bool("PERFHUB_INSTRUMENT", True)
 if not INSTRUMENT:
-    MIDDLEWARE = [
-        m for m in MIDDLEWARE if not m.startswith("django_prometheus.") and not m.startswith("apps.metrics.middleware.")
-    ]
+    MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith(("django_prometheus.", "apps.metrics."))]
 
 ROOT_URLCONF = "perfhub.urls"
 WSGI_APPLICATION = "perfhub.wsgi.application"

@@ -1,7 +1,7 @@
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -28,29 +28,33 @@ class RequestLogMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # META rather than request.headers, which copies every header into
+        # a new dict on first use.
+        incoming = request.META.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(16)
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         try:
             response = self.get_response(request)
             response["X-Request-ID"] = request_id
-            user = getattr(request, "user", None)
-            request_logger.info(
-                "%s %s %s %.1fms",
-                request.method,
-                request.path,
-                response.status_code,
-                (time.perf_counter() - start) * 1000,
-                extra={
-                    "method": request.method,
-                    # The path only: query strings can carry site keys.
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                    "user_id": user.pk if user is not None and user.is_authenticated else None,
-                },
-            )
+            if request_logger.isEnabledFor(logging.INFO):
+                duration_ms = (time.perf_counter() - start) * 1000
+                user = getattr(request, "user", None)
+                request_logger.info(
+                    "%s %s %s %.1fms",
+                    request.method,
+                    request.path,
+                    response.status_code,
+                    duration_ms,
+                    extra={
+                        "method": request.method,
+                        # The path only: query strings can carry site keys.
+                        "path": request.path,
+                        "status": response.status_code,
+                        "duration_ms": round(duration_ms, 2),
+                        "user_id": user.pk if user is not None and user.is_authenticated else None,
+                    },
+                )
             return response
         finally:
             request_id_var.reset(token)

@@ -1,3 +1,4 @@
-"""Database backends for PERFHUB_INSTRUMENT=True: django-prometheus' own,
-by the same names (``apps.metrics.db.sqlite3``, ``apps.metrics.db.postgresql``),
-with one fix for SQLite (see apps.metrics.db.sqlite3.base)."""
+"""Database backends for PERFHUB_INSTRUMENT=True (``apps.metrics.db.sqlite3``,
+``apps.metrics.db.postgresql``): django-prometheus' connection counters and
+query metrics, and the spans of traced requests, through one cursor wrapper
+(apps.metrics.db.cursor)."""

@@ -1,4 +1,27 @@
-# django-prometheus' backend as it is: it builds its cursor class once.
-from django_prometheus.db.backends.postgresql.base import DatabaseWrapper
+"""Django's PostgreSQL backend with django-prometheus' connection counters
+and PerfHub's one cursor wrapper (apps.metrics.db.cursor): query metrics
+and, in sampled requests, a span."""
 
-__all__ = ["DatabaseWrapper"]
+from typing import Any
+
+from django.db.backends.postgresql import base
+from django_prometheus.db.common import DatabaseWrapperMixin
+
+from apps.metrics.db.cursor import instrumented_cursor_class
+
+
+class DatabaseWrapper(DatabaseWrapperMixin, base.DatabaseWrapper):
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        # psycopg then creates every client-side cursor from this class
+        # (pooled connections included); named cursors are not counted, as
+        # with django-prometheus' own backend.
+        params["cursor_factory"] = instrumented_cursor_class(
+            params["cursor_factory"], alias=self.alias, vendor=self.vendor, settings_dict=self.settings_dict
+        )
+        return params
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        # The mixin's create_cursor (a cursor factory argument) is for
+        # drivers other than psycopg 3.
+        return base.DatabaseWrapper.create_cursor(self, name=name)
