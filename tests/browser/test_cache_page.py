@@ -56,4 +56,8 @@ def test_the_cache_page_polls_while_visible_and_switches_windows(
         page.evaluate(SET_HIDDEN, False)
         page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
     assert shown.value.url.endswith("/cache/?window=1h")
-    assert console_errors == []
+    # A window chosen while a poll is in flight aborts that poll (hx-sync
+    # "replace"), and htmx logs the aborted request as an error; on a slow
+    # machine the click can land in a poll's flight. Nothing else may be logged.
+    aborted = "console: htmx:afterRequest"
+    assert [error for error in console_errors if not error.startswith(aborted)] == []
