@@ -8,9 +8,10 @@ from apps.core.permissions import IsAdminOrAdminToken
 
 
 class BackupCreateView(APIView):
-    """Start a backup. A placeholder until backups are built: it checks who
-    may ask (an administrator; session users also need the CSRF token, which
-    DRF's SessionAuthentication enforces) and answers 503."""
+    """Start a backup. Until the backups issue builds them, it checks who may
+    ask (an administrator; session users also need the CSRF token, which DRF's
+    SessionAuthentication enforces) and answers 503 "backups not configured",
+    as DESIGN.md allows."""
 
     permission_classes = [IsAdminOrAdminToken]
 
