@@ -56,8 +56,10 @@ def playwright() -> Iterator[Playwright]:
             yield driver
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def browser(playwright: Playwright) -> Iterator[Browser]:
+    """A Chromium per test: a second to start, and a browser that crashes on
+    a loaded machine takes one test down with it, not every one after it."""
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
