@@ -411,28 +411,29 @@ def assert_shop_payload(payload: dict[str, Any], capture: Capture, *, sent_after
     assert lcp["resourceLoadDuration"] >= HERO_DELAY * 1000 * 0.8
 
     inp = metrics["INP"]["attribution"]
-    assert set(inp) == {
+    script_fields = {"longestScriptURL", "longestScriptInvoker", "longestScriptDuration", "longestScriptSubpart"}
+    assert set(inp) - script_fields == {
         "interactionTarget",
         "interactionType",
         "inputDelay",
         "processingDuration",
         "presentationDelay",
         "loadState",
-        "longestScriptURL",
-        "longestScriptInvoker",
-        "longestScriptDuration",
-        "longestScriptSubpart",
     }
     assert metrics["INP"]["value"] >= 150
     assert inp["interactionTarget"] == "#add-to-cart"
     assert inp["interactionType"] == "pointer"
     assert inp["processingDuration"] >= 140
     assert inp["loadState"] == "complete"
-    # From the Long Animation Frame API, which this Chromium has.
-    assert inp["longestScriptURL"] == f"{capture.site_url}/pages/shop.js"
-    assert inp["longestScriptInvoker"] == "BUTTON#add-to-cart.onclick"
-    assert inp["longestScriptDuration"] >= 140
-    assert inp["longestScriptSubpart"] == "processing-duration"
+    # From the Long Animation Frame API, which this Chromium has; web-vitals
+    # names the script only when a long frame's entry has arrived by the time
+    # the page is hidden, which a loaded machine can delay (seen in CI).
+    if script_fields & set(inp):
+        assert script_fields <= set(inp)
+        assert inp["longestScriptURL"] == f"{capture.site_url}/pages/shop.js"
+        assert inp["longestScriptInvoker"] == "BUTTON#add-to-cart.onclick"
+        assert inp["longestScriptDuration"] >= 140
+        assert inp["longestScriptSubpart"] == "processing-duration"
 
     cls = metrics["CLS"]["attribution"]
     assert set(cls) == {"largestShiftTarget", "largestShiftValue", "largestShiftTime", "loadState"}
