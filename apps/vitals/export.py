@@ -28,6 +28,7 @@ from apps.vitals.filters import DashboardQuery
 from apps.vitals.models import Metric, Rating
 from apps.vitals.selectors import METRIC_ORDER, MetricSeries, RouteRow
 from apps.vitals.serializers import cursor_encode
+from apps.vitals.services import COLUMNS
 
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -41,29 +42,9 @@ BATCH_ROWS = 500
 # A spreadsheet runs a cell that starts with one of these as a formula
 # (OWASP "CSV injection"); tab and carriage return hide such a start.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-RAW_COLUMNS = (
-    "id",
-    "occurred_at",
-    "received_at",
-    "metric_id",
-    "pageview",
-    "name",
-    "value",
-    "rating",
-    "weight",
-    "route",
-    "path",
-    "host",
-    "release",
-    "navigation_type",
-    "connection",
-    "device_class",
-    "browser",
-    "browser_major",
-    "os",
-    "country",
-    "attribution",
-)
+# A raw row as stored (services.COLUMNS), its id first; the site and the
+# partition day are implied by the export's own question.
+RAW_COLUMNS = ("id", *(c for c in COLUMNS if c not in ("site_id", "day")))
 _RATINGS = {r.value: r.label for r in Rating}
 
 
