@@ -91,9 +91,8 @@ MIDDLEWARE = [
     # Probes answer before host validation and the HTTPS redirect: Kubernetes
     # calls them by pod IP over plain HTTP.
     "apps.resilience.middleware.ProbeMiddleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "apps.metrics.middleware.RequestLogMiddleware",
-    "apps.metrics.middleware.ServerTimingMiddleware",
+    # Request id and log line, Server-Timing, Prometheus request series.
+    "apps.metrics.middleware.InstrumentationMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -104,7 +103,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "apps.metrics.prometheus.PrometheusAfterMiddleware",
 ]
 
 # PERFHUB_INSTRUMENT=False drops every piece of self-instrumentation

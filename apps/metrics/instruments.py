@@ -3,8 +3,8 @@
 django-prometheus counts requests and their latency per view; what it lacks
 for the ops overview is the split of each view's time into database and
 cache time, requests in flight and the number of worker processes. These are
-observed by ServerTimingMiddleware from its per-request ledger, so no query or
-cache call is timed twice.
+observed by InstrumentationMiddleware from its per-request ledger, so no query
+or cache call is timed twice.
 
 Under gunicorn the values live in PROMETHEUS_MULTIPROC_DIR; the gauges use
 ``livesum`` so that a dead worker's values disappear with it (gunicorn's
@@ -15,8 +15,6 @@ from django.http import HttpRequest
 from prometheus_client import Gauge, Histogram
 
 from apps.metrics.ops import UNNAMED_VIEW
-from apps.metrics.query_insight import QuerySample, query_sample_record
-from apps.metrics.timing import RequestLedger
 
 # Finer than django-prometheus' latency buckets at the low end: most views
 # spend a few milliseconds in the database and well under one in the cache.
@@ -53,11 +51,3 @@ def view_name(request: HttpRequest) -> str:
     if match is not None and match.view_name is not None:
         return str(match.view_name)
     return UNNAMED_VIEW
-
-
-def request_observe(request: HttpRequest, ledger: RequestLedger, queries: QuerySample | None) -> None:
-    view = view_name(request)
-    VIEW_DB_SECONDS.labels(view).observe(ledger.db_seconds)
-    VIEW_CACHE_SECONDS.labels(view).observe(ledger.cache_seconds)
-    if queries is not None:
-        query_sample_record(view=view, sample=queries)

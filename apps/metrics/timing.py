@@ -2,7 +2,7 @@
 
 The totals live in a context variable so that concurrent requests in one
 process (threads under gunicorn's gthread worker, tasks under ASGI) never see
-each other's figures. ServerTimingMiddleware opens a ledger per request;
+each other's figures. InstrumentationMiddleware opens a ledger per request;
 outside a request (management commands, the worker) nothing is recorded.
 """
 
