@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from apps.vitals.attribution import attribution_parts
 from apps.vitals.beacon import THRESHOLDS
+from apps.vitals.bulk import copy_rows, stage_create
 from apps.vitals.models import DIMENSION_GRAINS, AttributionRollup, DimensionRollup, Rating, Rollup
 from apps.vitals.sketch import (
     ZERO_BUCKET,
@@ -621,30 +622,17 @@ def _fold(into: dict[Any, Any], key: Any, aggregate: Any, kind: type = Aggregate
     target.merge(aggregate)
 
 
-def _stage(cursor: Any, table: str, columns: Sequence[str]) -> str:
-    """An empty per-session staging table with ``columns`` of ``table``."""
+def _stage(cursor: Any, table: str, key_fields: Sequence[str], kind: Any) -> tuple[str, list[str]]:
+    """The staging table of ``table``'s deltas and its columns: the key, the
+    SUMS, and the MERGES as text (JSON text made here, cast back to jsonb
+    when inserted)."""
     stage = f"{table}_stage"
-    cursor.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-        f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
-    )
-    # Emptied at commit, but one transaction may apply several deltas (a
-    # rebuild does, and so does a caller's enclosing transaction).
-    cursor.execute(f"DELETE FROM {stage}")
-    return stage
+    stage_create(cursor, stage, table, [*key_fields, *kind.SUMS, *(f"{c}::text AS {c}" for c in kind.MERGES)])
+    return stage, [*key_fields, *kind.SUMS, *kind.MERGES]
 
 
-def _copy(cursor: Any, table: str, columns: Sequence[str], rows: Any) -> int:
-    count = 0
-    # COPY runs on psycopg directly; its errors become Django's here.
-    with (
-        connection.wrap_database_errors,
-        cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
-            count += 1
-    return count
+def _from_stage(stage: str, kind: Any, key_fields: Sequence[str]) -> str:
+    return f"SELECT {', '.join([*key_fields, *kind.SUMS, *(f'{c}::jsonb' for c in kind.MERGES)])} FROM {stage}"
 
 
 def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, rows: Any, *, negative: bool) -> int:
@@ -654,16 +642,14 @@ def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, 
     (vitals_sketch_merge, migration 0004). ``negative``: some deltas take
     metrics out, so rows left empty are deleted."""
     table = model._meta.db_table
-    columns = [*key_fields, *kind.SUMS, *kind.MERGES]
     with connection.cursor() as cursor:
-        stage = _stage(cursor, table, columns)
-        if not _copy(cursor, stage, columns, rows):
+        stage, columns = _stage(cursor, table, key_fields, kind)
+        if not copy_rows(cursor, stage, columns, rows):
             return 0
         updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in kind.SUMS]
         updates += [f"{c} = {function}({table}.{c}, EXCLUDED.{c})" for c, function in kind.MERGES.items()]
         cursor.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"SELECT {', '.join(columns)} FROM {stage} "
+            f"INSERT INTO {table} ({', '.join(columns)}) {_from_stage(stage, kind, key_fields)} "
             f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
         )
         written = cursor.rowcount
@@ -685,7 +671,6 @@ def _replace_postgresql(
     if not aggregates:
         return 0
     table = model._meta.db_table
-    columns = [*key_fields, *kind.SUMS, *kind.MERGES]
     merged = _merged_with_stored_postgresql(model, key_fields, kind, aggregates)
     emptied = [item.pk for item in merged.values() if item.aggregate.samples <= 0 and item.pk is not None]
 
@@ -701,13 +686,12 @@ def _replace_postgresql(
                 yield [*key, *(values[c] for c in kind.SUMS), *(json.dumps(values[c]) for c in kind.MERGES)]
 
     with connection.cursor() as cursor:
-        stage = _stage(cursor, table, columns)
+        stage, columns = _stage(cursor, table, key_fields, kind)
         written = 0
-        if _copy(cursor, stage, columns, rows()):
+        if copy_rows(cursor, stage, columns, rows()):
             updates = [f"{c} = EXCLUDED.{c}" for c in (*kind.SUMS, *kind.MERGES)]
             cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"SELECT {', '.join(columns)} FROM {stage} "
+                f"INSERT INTO {table} ({', '.join(columns)}) {_from_stage(stage, kind, key_fields)} "
                 f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
             )
             written = cursor.rowcount
@@ -721,22 +705,23 @@ def _merged_with_stored_postgresql(
     model: type[Model], key_fields: tuple[str, ...], kind: Any, aggregates: Mapping[tuple[Any, ...], Any]
 ) -> dict[tuple[Any, ...], "Stored"]:
     """Each delta merged with its stored row, read in one query: the keys go
-    as arrays, joined on the unique index."""
+    as one JSON array (far cheaper to send than a typed array per column),
+    joined on the unique index."""
     keys = list(aggregates)
     table = model._meta.db_table
     fields = {f.attname: f for f in model._meta.concrete_fields}
-    # Text for character columns: a cast to varchar(n) would cut a longer key.
-    types = [
-        "text" if fields[c].get_internal_type() == "CharField" else fields[c].db_type(connection) for c in key_fields
-    ]
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    matches = []
+    for i, column in enumerate(key_fields):
+        internal = fields[column].get_internal_type()
+        cast = "" if internal == "CharField" else f"::{fields[column].db_type(connection)}"
+        matches.append(f"r.{column} = (k.key ->> {i}){cast}")
     merged = {key: Stored(pk=None, aggregate=delta) for key, delta in aggregates.items()}
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT k.n, r.id, {', '.join(f'r.{c}' for c in (*kind.SUMS, *kind.MERGES))} "
-            f"FROM unnest({arrays}) WITH ORDINALITY AS k({', '.join(key_fields)}, n) "
-            f"JOIN {table} r ON " + " AND ".join(f"r.{c} = k.{c}" for c in key_fields),
-            [[key[i] for key in keys] for i in range(len(key_fields))],
+            "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS k(key, n) "
+            f"JOIN {table} r ON " + " AND ".join(matches),
+            [json.dumps(keys, default=_isoformat)],
         )
         for n, pk, *values in cursor.fetchall():
             found = merged[keys[n - 1]]
@@ -744,6 +729,12 @@ def _merged_with_stored_postgresql(
             stored.merge(found.aggregate)
             found.pk, found.aggregate = pk, stored
     return merged
+
+
+def _isoformat(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def _apply_portable(model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Any]) -> int:

@@ -4,6 +4,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import pybreaker
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from apps.resilience import breakers
 from apps.resilience.breakers import redis_stream
+from apps.vitals.bulk import copy_rows, stage_create
 from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions
@@ -184,20 +186,9 @@ def _insert_new_postgresql(records: list[dict[str, Any]]) -> set[tuple[Any, ...]
     _write_postgresql."""
     with connection.cursor() as cursor:
         # Per session, emptied at each commit: the staging area for COPY.
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS vitals_metric_stage ON COMMIT DELETE ROWS AS "
-            f"SELECT {', '.join(COLUMNS)} FROM vitals_metric WITH NO DATA"
-        )
-        cursor.execute("DELETE FROM vitals_metric_stage")  # see RollupDelta._apply_postgresql
-        raw = cursor.cursor  # psycopg's own cursor, for COPY
-        # COPY runs on psycopg directly; its errors become Django's here, so
-        # callers handle one family of database errors.
-        with (
-            connection.wrap_database_errors,
-            raw.copy(f"COPY vitals_metric_stage ({', '.join(COLUMNS)}) FROM STDIN") as copy,
-        ):
-            for record in records:
-                copy.write_row([json.dumps(record[c]) if c == "attribution" else record[c] for c in COLUMNS])
+        stage_create(cursor, "vitals_metric_stage", "vitals_metric", COLUMNS)
+        row = itemgetter(*COLUMNS)
+        copy_rows(cursor, "vitals_metric_stage", COLUMNS, map(row, records))
         cursor.execute(
             f"INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
             f"SELECT {', '.join(COLUMNS)} FROM vitals_metric_stage "
