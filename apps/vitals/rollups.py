@@ -337,6 +337,17 @@ class _Totals:
             bucket_weight=bucket_weight,
         )
 
+    def __add__(self, other: "_Totals") -> "_Totals":
+        """Both sets of groups, ``other``'s numbered after this one's."""
+        return _Totals(
+            samples=np.concatenate([self.samples, other.samples]),
+            sums=[np.concatenate([a, b]) for a, b in zip(self.sums, other.sums, strict=True)],
+            zero=np.concatenate([self.zero, other.zero]),
+            bucket_group=np.concatenate([self.bucket_group, other.bucket_group + len(self)]),
+            bucket_index=np.concatenate([self.bucket_index, other.bucket_index]),
+            bucket_weight=np.concatenate([self.bucket_weight, other.bucket_weight]),
+        )
+
     def bucket_ranges(self) -> list[tuple[int, int]]:
         """(first, end) of each group's slice of the bucket triples."""
         ends = np.cumsum(np.bincount(self.bucket_group, minlength=len(self))).tolist()
@@ -509,13 +520,14 @@ class RollupDelta:
         self.signs: list[int] = []
         # Stored rollup rows regrouped by merge_rollup (compaction).
         self.folded: dict[RollupKey, Aggregate] = {}
-        self._batch: _Batch | None = None
+        # What apply() writes, summed once: by prepare() or when first needed.
+        self._summed: dict[str, Any] = {}
 
     def add(self, row: Mapping[str, Any], sign: int = 1) -> None:
         """Count ``row`` (a dict with Metric's columns) in, or out with sign=-1."""
         self.rows.append(row)
         self.signs.append(sign)
-        self._batch = None
+        self._summed.clear()
 
     def merge_rollup(self, rollup: Rollup) -> None:
         """Fold an existing rollup row into the bucket its start falls in
@@ -540,15 +552,29 @@ class RollupDelta:
         return len(self.rows) + len(self.folded)
 
     def batch(self) -> _Batch:
-        if self._batch is None:
-            self._batch = _Batch.of(self.rows, self.signs, self.now)
-        return self._batch
+        if "batch" not in self._summed:
+            self._summed["batch"] = _Batch.of(self.rows, self.signs, self.now)
+        return self._summed["batch"]
+
+    def prepare(self) -> None:
+        """Sum the added rows now rather than in apply(): the Python half of
+        the work, which a caller may do while the database is busy."""
+        if not self.rows:
+            return
+        self._rollup_totals()
+        self.dimension_aggregates()
+        self.attribution_aggregates()
+
+    def _rollup_totals(self) -> tuple[list[RollupKey], _Totals]:
+        if "rollups" not in self._summed:
+            self._summed["rollups"] = self.batch().rollups()
+        return self._summed["rollups"]
 
     def rollup_aggregates(self) -> dict[RollupKey, Aggregate]:
         """The Rollup deltas, one Aggregate per row."""
         out: dict[RollupKey, Aggregate] = {}
         if self.rows:
-            keys, totals = self.batch().rollups()
+            keys, totals = self._rollup_totals()
             for key, sums, sketch in zip(keys, totals.sums_lists(), totals.sketches(), strict=True):
                 out[key] = Aggregate(**dict(zip(Aggregate.SUMS, sums, strict=True)), sketch=sketch)
         for key, aggregate in self.folded.items():
@@ -557,15 +583,49 @@ class RollupDelta:
 
     def dimension_aggregates(self) -> dict[DimensionKey, DenseAggregate]:
         """The DimensionRollup deltas at every level."""
-        return self.batch().dimension_blocks() if self.rows and self.dimensions else {}
+        if not self.rows or not self.dimensions:
+            return {}
+        if "dimensions" not in self._summed:
+            self._summed["dimensions"] = self.batch().dimension_blocks()
+        return self._summed["dimensions"]
 
     def attribution_aggregates(self) -> dict[AttributionKey, AttributionAggregate]:
-        return self.batch().attribution_blocks() if self.rows and self.dimensions else {}
+        if not self.rows or not self.dimensions:
+            return {}
+        if "attributions" not in self._summed:
+            self._summed["attributions"] = self.batch().attribution_blocks()
+        return self._summed["attributions"]
 
-    def apply(self) -> int:
+    def apply(self, correction: "RollupDelta | None" = None) -> int:
         """Merge into the Rollup, DimensionRollup and AttributionRollup
         tables; returns the rows written. Call inside the transaction that
-        wrote the raw rows, holding the site locks."""
+        wrote the raw rows, holding the site locks.
+
+        ``correction``, a delta of rows to count as well, summed on its own
+        (this one may be summed already, see ``prepare``). Its Rollup totals
+        are added to this delta's before writing: a correction that takes
+        out what this delta counted would, written alone, offer the database
+        rows with negative counts, which the rows' CHECK refuses even when
+        the INSERT ends in an UPDATE."""
+        if correction is not None and correction.rows:
+            if connection.vendor != "postgresql":
+                for row, sign in zip(correction.rows, correction.signs, strict=True):
+                    self.add(row, sign)
+            else:
+                keys, totals = self._rollup_totals()
+                more_keys, more_totals = correction._rollup_totals()
+                groups, distinct = _codes(keys + more_keys)
+                self._summed["rollups"] = (distinct, (totals + more_totals).grouped(groups, len(distinct)))
+                written = self.apply()
+                return (
+                    written
+                    + _replace_postgresql(
+                        DimensionRollup, _DIMENSION_KEY, DenseAggregate, correction.dimension_aggregates()
+                    )
+                    + _replace_postgresql(
+                        AttributionRollup, _ATTRIBUTION_KEY, AttributionAggregate, correction.attribution_aggregates()
+                    )
+                )
         if not self.rows and not self.folded:
             return 0
         if connection.vendor != "postgresql":
@@ -578,7 +638,7 @@ class RollupDelta:
         if self.rows:
             # Rollup deltas are mostly new rows: the database adds the few
             # that meet a stored one, straight from the batch's totals.
-            keys, totals = self.batch().rollups()
+            keys, totals = self._rollup_totals()
             written += _add_postgresql(
                 Rollup,
                 _ROLLUP_KEY,
@@ -587,7 +647,7 @@ class RollupDelta:
                     [*key, *sums, sketch]
                     for key, sums, sketch in zip(keys, totals.sums_lists(), totals.sparse_texts(), strict=True)
                 ),
-                negative=bool((totals.samples < 0).any()),
+                negative=bool((totals.samples <= 0).any()),
             )
         if self.folded:
             written += _add_postgresql(
@@ -598,7 +658,7 @@ class RollupDelta:
                     [*key, *(aggregate.columns()[c] for c in Aggregate.SUMS), json.dumps(aggregate.sketch.to_json())]
                     for key, aggregate in self.folded.items()
                 ),
-                negative=any(aggregate.samples < 0 for aggregate in self.folded.values()),
+                negative=any(aggregate.samples <= 0 for aggregate in self.folded.values()),
             )
         # Block rows are mostly stored already, with sketches of a hundred
         # buckets or more: merging them in Python costs a fraction of what
@@ -640,7 +700,7 @@ def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, 
     staging table and add them to the stored rows in one INSERT ... ON
     CONFLICT, the database adding the counts and merging the JSON columns
     (vitals_sketch_merge, migration 0004). ``negative``: some deltas take
-    metrics out, so rows left empty are deleted."""
+    metrics out (or net to nothing), so rows left empty are deleted."""
     table = model._meta.db_table
     with connection.cursor() as cursor:
         stage, columns = _stage(cursor, table, key_fields, kind)
