@@ -73,7 +73,7 @@ SCRATCH_TABLE = "bench_drain_copy"
 PIPELINE_ENTRIES = 1000
 # The consumer's own default (apps.vitals.stream.StreamConsumer), in stream
 # entries; five metrics each here.
-DEFAULT_BATCH_SIZE = 2000
+DEFAULT_BATCH_SIZE = 5000
 
 if TYPE_CHECKING:
     from apps.vitals.models import Site
@@ -168,7 +168,8 @@ def redis_connection() -> Any:
 def site_reset(name: str) -> "Site":
     """The bench's site, created once and emptied before each run.
 
-    1. Its rollups and raw rows are deleted; the partitions this leaves
+    1. Its rollups (minute and hour rows, dimension and attribution
+       blocks) and raw rows are deleted; the partitions this leaves
        empty are dropped, to be created afresh by the first write, as a new
        day's partition is.
     2. The tables the deletion left dead rows in are rewritten (VACUUM
@@ -184,14 +185,17 @@ def site_reset(name: str) -> "Site":
     """
     from django.db import connection, transaction
 
-    from apps.vitals.models import Rollup, Site
+    from apps.vitals.models import AttributionRollup, DimensionRollup, Rollup, Site
     from apps.vitals.partitions import partition_name
     from apps.vitals.services import site_create
 
     site = Site.objects.filter(name=name).first() or site_create(name=name, allowed_origins=["*"])
     kept = []
     with transaction.atomic(), connection.cursor() as cursor:
-        Rollup.objects.filter(site=site).delete()
+        # Blocks left by an earlier run would be merged into, counting its
+        # metrics again.
+        for model in (Rollup, DimensionRollup, AttributionRollup):
+            model.objects.filter(site=site).delete()
         cursor.execute("SELECT DISTINCT day FROM vitals_metric WHERE site_id = %s", [site.pk])
         days = [row[0] for row in cursor.fetchall()]
         # Raw rows have no foreign key to cascade along (apps.vitals.models).
@@ -204,7 +208,8 @@ def site_reset(name: str) -> "Site":
                 cursor.execute(f"DROP TABLE {partition_name(day)}")
     with connection.cursor() as cursor:
         # Outside the transaction: VACUUM cannot run in one.
-        cursor.execute(f"VACUUM FULL {', '.join(['vitals_rollup', *kept])}")
+        rollup_tables = ["vitals_rollup", "vitals_dimensionrollup", "vitals_attributionrollup"]
+        cursor.execute(f"VACUUM FULL {', '.join([*rollup_tables, *kept])}")
     return site
 
 
@@ -493,6 +498,8 @@ class Stored:
     rows: int
     rollup_samples: int
     rollup_rows: int
+    # Samples in the whole-site DimensionRollup blocks, per block size.
+    block_samples: dict[int, int]
     stream: int
     dead_letters: int
 
@@ -507,11 +514,18 @@ def stored(site: "Site") -> Stored:
         (rows,) = cursor.fetchone()
         cursor.execute("SELECT coalesce(sum(samples), 0), count(*) FROM vitals_rollup WHERE site_id = %s", [site.pk])
         samples, rollup_rows = cursor.fetchone()
+        cursor.execute(
+            "SELECT bucket_seconds, sum(samples) FROM vitals_dimensionrollup "
+            "WHERE site_id = %s AND dimension = 'site' GROUP BY bucket_seconds",
+            [site.pk],
+        )
+        block_samples = {int(seconds): int(total) for seconds, total in cursor.fetchall()}
     client = redis_connection()
     return Stored(
         rows=int(rows),
         rollup_samples=int(samples),
         rollup_rows=int(rollup_rows),
+        block_samples=block_samples,
         stream=int(client.xlen(STREAM)),
         dead_letters=int(client.xlen(DEAD_LETTERS)),
     )
@@ -561,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"{result.rows} rows stored for {args.metrics} metrics appended")
     if result.rollup_samples != args.metrics:
         problems.append(f"the rollups count {result.rollup_samples} samples for {args.metrics} metrics")
+    from apps.vitals.rollups import LEVELS
+
+    if any(result.block_samples.get(seconds, 0) != args.metrics for seconds in LEVELS):
+        problems.append(f"the dimension blocks count {result.block_samples} samples for {args.metrics} metrics")
     if result.stream or result.dead_letters:
         problems.append(f"{result.stream} entries left in the stream, {result.dead_letters} dead letters")
     if run.batches:

@@ -1,9 +1,13 @@
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import pybreaker
@@ -14,6 +18,7 @@ from django.utils import timezone
 
 from apps.resilience import breakers
 from apps.resilience.breakers import redis_stream
+from apps.vitals.bulk import copy_rows, stage_create
 from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions
@@ -88,10 +93,13 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
        stored already, and only those are read back, so that the common
        batch, all new, reads nothing (a lookup of every key is planned from
        statistics, which a partition being filled does not have yet).
+       While the INSERT runs, the rollup delta is summed as if every metric
+       were new; those stored already are then taken out of it again.
        Elsewhere every key is read first.
     3. A metric reported again with a new value is taken out of its rollup
        with its old value and put back with the new one, and its row
-       updated; one re-delivered with the same value changes nothing.
+       updated; one re-delivered with the same value changes nothing (on
+       PostgreSQL it is counted in and out again, a change of zero).
     4. The rollup delta is merged into the rollup rows.
     """
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -99,37 +107,53 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
         latest[tuple(record[k] for k in _ROW_KEY)] = record
     if not latest:
         return StoreResult(0, 0, 0, 0)
-    delta = RollupDelta(now=now)
     with transaction.atomic():
         _lock_sites(key[0] for key in latest)
         ensure_partitions({key[1] for key in latest})
+        speculative: RollupDelta | None = None
         if connection.vendor == "postgresql":
             # New metrics go in unread: the unique index tells which were
-            # stored already, and only those are read back.
-            inserted = _insert_new_postgresql(list(latest.values()))
+            # stored already, and only those are read back. While PostgreSQL
+            # inserts them, this process sums the batch's rollup delta as if
+            # every metric were new, which it nearly always is.
+            new_rows = list(latest.values())
+            with _inserting_new_postgresql(new_rows) as insert:
+                speculative = RollupDelta(now=now)
+                for record in new_rows:
+                    speculative.add(record)
+                speculative.prepare()
+            inserted = insert.result()
             stored = _stored_rows([key for key in latest if key not in inserted])
         else:
             inserted = set()
             stored = _stored_rows(list(latest))
+        delta = speculative if speculative is not None else RollupDelta(now=now)
+        # Metrics counted as new that were stored already are taken out again
+        # by a second, small delta: the first one is summed already.
+        correction = RollupDelta(now=now) if speculative is not None else delta
         fresh, changed = [], []
         for key, record in latest.items():
             old = stored.get(key)
             if key in inserted or old is None:
                 fresh.append(record)
-                delta.add(record)
-            elif old["value"] != record["value"]:
+                if speculative is None:
+                    delta.add(record)
+                continue
+            if speculative is not None:
+                correction.add(record, -1)
+            if old["value"] != record["value"]:
                 changed.append(record)
-                delta.add(old, -1)
+                correction.add(old, -1)
                 # The new report's value and attribution, the first one's
                 # time bucket and dimensions.
-                delta.add(
+                correction.add(
                     {**old, "value": record["value"], "rating": record["rating"], "attribution": record["attribution"]}
                 )
         if connection.vendor == "postgresql":
             _write_postgresql([r for r in fresh + changed if tuple(r[k] for k in _ROW_KEY) not in inserted])
         else:
             _write_portable(fresh, changed)
-        written = delta.apply()
+        written = delta.apply(correction if correction is not delta else None)
     return StoreResult(
         inserted=len(fresh),
         replaced=len(changed),
@@ -178,26 +202,45 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
     return rows
 
 
-def _insert_new_postgresql(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """COPY ``records`` into the staging table and insert those not stored
-    yet; returns their keys. The staging table keeps them all for
-    _write_postgresql."""
+class _PendingInsert:
+    def __init__(self, future: "Future[set[tuple[Any, ...]]]") -> None:
+        self.future = future
+
+    def result(self) -> set[tuple[Any, ...]]:
+        """The keys of the rows inserted; the statement's error, as Django's."""
+        with connection.wrap_database_errors:
+            return self.future.result()
+
+
+_inserter: ThreadPoolExecutor | None = None
+
+
+@contextmanager
+def _inserting_new_postgresql(records: list[dict[str, Any]]) -> Iterator[_PendingInsert]:
+    """COPY ``records`` into the staging table, then insert those not stored
+    yet while the body of the ``with`` runs: the INSERT goes to PostgreSQL
+    from a thread, which waits on the server without holding the GIL, so
+    the body (which must not use the database) runs alongside it. The
+    staging table keeps every record for _write_postgresql."""
+    global _inserter
     with connection.cursor() as cursor:
         # Per session, emptied at each commit: the staging area for COPY.
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS vitals_metric_stage ON COMMIT DELETE ROWS AS "
-            f"SELECT {', '.join(COLUMNS)} FROM vitals_metric WITH NO DATA"
-        )
-        cursor.execute("DELETE FROM vitals_metric_stage")  # see RollupDelta._apply_postgresql
-        raw = cursor.cursor  # psycopg's own cursor, for COPY
-        # COPY runs on psycopg directly; its errors become Django's here, so
-        # callers handle one family of database errors.
-        with (
-            connection.wrap_database_errors,
-            raw.copy(f"COPY vitals_metric_stage ({', '.join(COLUMNS)}) FROM STDIN") as copy,
-        ):
-            for record in records:
-                copy.write_row([json.dumps(record[c]) if c == "attribution" else record[c] for c in COLUMNS])
+        stage_create(cursor, "vitals_metric_stage", "vitals_metric", COLUMNS)
+        copy_rows(cursor, "vitals_metric_stage", COLUMNS, map(itemgetter(*COLUMNS), records))
+    if _inserter is None:
+        _inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitals-insert")
+    future = _inserter.submit(_insert_staged, connection.connection)
+    try:
+        yield _PendingInsert(future)
+    finally:
+        # The connection is this thread's again only once the statement is done.
+        wait([future])
+
+
+def _insert_staged(raw: Any) -> set[tuple[Any, ...]]:
+    # psycopg's own connection, in this transaction: Django's wrapper may only
+    # be used by the thread that opened it.
+    with raw.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
             f"SELECT {', '.join(COLUMNS)} FROM vitals_metric_stage "
@@ -250,22 +293,50 @@ def rollups_rebuild(*, site: Site, since: datetime, until: datetime | None = Non
         Rollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
         DimensionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
         AttributionRollup.objects.filter(site=site, bucket_start__gte=start, bucket_start__lt=end).delete()
-        delta = RollupDelta(now=now)
+        for rows in _raw_rows_in_time_order(site, start, end):
+            # Summed and written as the worker's batches are (RollupDelta),
+            # in chunks large enough that each block row is merged a few
+            # times, not once per thousand rows.
+            delta = RollupDelta(now=now)
+            for row in rows:
+                delta.add(row)
+            written += delta.apply()
+    return written
+
+
+# The columns RollupDelta reads of a raw row.
+_ROLLED_UP = ("site_id", "occurred_at", "value", "rating", "weight", "attribution", *Rollup.DIMENSIONS)
+REBUILD_CHUNK = 50_000
+
+
+def _raw_rows_in_time_order(site: Site, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+    """``site``'s raw rows from ``start`` to ``end`` in time order, so that
+    each chunk touches the blocks of a short span (vitals_metric_site_time
+    serves the order), in chunks of REBUILD_CHUNK. PostgreSQL: read by a
+    server-side cursor as plain tuples, without the ORM's per-value
+    converters; elsewhere through the ORM."""
+    if connection.vendor != "postgresql":
         rows = (
-            # In time order, so that each delta touches the blocks of a
-            # short span once (vitals_metric_site_time serves the order).
             Metric.objects.filter(site=site, occurred_at__gte=start, occurred_at__lt=end)
             .order_by("occurred_at")
-            .values("site_id", "occurred_at", "value", "rating", "weight", "attribution", *Rollup.DIMENSIONS)
+            .values(*_ROLLED_UP)
             .iterator(chunk_size=5000)
         )
-        for row in rows:
-            delta.add(row)
-            if len(delta) >= 20_000:
-                written += delta.apply()
-                delta = RollupDelta(now=now)
-        written += delta.apply()
-    return written
+        while chunk := list(islice(rows, REBUILD_CHUNK)):
+            yield chunk
+        return
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(_ROLLED_UP)} FROM vitals_metric "
+            "WHERE site_id = %s AND occurred_at >= %s AND occurred_at < %s ORDER BY occurred_at",
+            [site.pk, start, end],
+        )
+        while values := cursor.fetchmany(REBUILD_CHUNK):
+            chunk = [dict(zip(_ROLLED_UP, row, strict=True)) for row in values]
+            for row in chunk:
+                # Django has psycopg leave jsonb as text; its JSONField decodes it.
+                row["attribution"] = json.loads(row["attribution"]) if row["attribution"] else {}
+            yield chunk
 
 
 def rollups_compact(*, now: datetime | None = None) -> int:

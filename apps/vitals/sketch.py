@@ -37,6 +37,18 @@ def bucket_of(value: float) -> int | None:
     return math.ceil(math.log(value) / _LOG_GAMMA)
 
 
+# bucket_indexes' index for the zero bucket: below any real bucket index.
+ZERO_BUCKET = -(2**40)
+
+
+def bucket_indexes(values: Iterable[float]) -> np.ndarray:
+    """``bucket_of`` for many values at once, ZERO_BUCKET for the zero
+    bucket. The same math.log as bucket_of (not numpy's log, which may
+    differ by an ulp), so a value lands in the same bucket either way."""
+    log, ceil, low, log_gamma = math.log, math.ceil, MIN_INDEXABLE, _LOG_GAMMA
+    return np.fromiter((ceil(log(v) / log_gamma) if v > low else ZERO_BUCKET for v in values), dtype=np.int64)
+
+
 def bucket_value(index: int) -> float:
     """The value that represents bucket ``index`` within the accuracy."""
     return 2 * GAMMA**index / (GAMMA + 1)
@@ -179,6 +191,48 @@ class Sketch:
 
     def __repr__(self) -> str:
         return f"Sketch(count={self.count:g}, buckets={len(self.bins)}, zero={self.zero:g})"
+
+
+def dense_json_text(zero: float, offset: int, weights: np.ndarray) -> str:
+    """``Sketch.to_dense_json``'s form, as JSON text, from a dense array of
+    bucket weights starting at bucket ``offset``: buckets within dust of
+    zero are emptied and the empty ones at either end cut off first."""
+    weights = np.where(np.abs(weights) < _EPSILON, 0.0, weights)
+    kept = np.flatnonzero(weights)
+    zero = 0.0 if abs(zero) < _EPSILON else zero
+    if not len(kept):
+        return f'{{"z":{_number(zero)},"o":0,"d":""}}'
+    first, last = int(kept[0]), int(kept[-1])
+    encoded = base64.b64encode(weights[first : last + 1].astype("<f8").tobytes()).decode("ascii")
+    return f'{{"z":{_number(zero)},"o":{offset + first},"d":"{encoded}"}}'
+
+
+def dense_from_json(data: Mapping[str, object] | None) -> tuple[float, int, np.ndarray]:
+    """(zero weight, lowest bucket, weights) of a sketch in either JSON form."""
+    dense = DenseSum()
+    dense.add_json(data)
+    if dense.weights is None:
+        return dense.zero, 0, np.zeros(0)
+    return dense.zero, dense.offset, dense.weights
+
+
+def add_dense(offset: int, weights: np.ndarray, other_offset: int, other_weights: np.ndarray) -> tuple[int, np.ndarray]:
+    """The bucket-wise sum of two dense arrays of weights, as (offset, weights)."""
+    if not len(other_weights):
+        return offset, weights
+    if not len(weights):
+        return other_offset, other_weights
+    start = min(offset, other_offset)
+    end = max(offset + len(weights), other_offset + len(other_weights))
+    out = np.zeros(end - start)
+    out[offset - start : offset - start + len(weights)] += weights
+    out[other_offset - start : other_offset - start + len(other_weights)] += other_weights
+    return start, out
+
+
+def _number(weight: float) -> str:
+    # JSON text of _compact(weight).
+    return repr(_compact(weight))
 
 
 def _compact(weight: float) -> float | int:

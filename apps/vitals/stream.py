@@ -76,7 +76,7 @@ class StreamConsumer:
         *,
         store: Callable[[list[dict[str, Any]]], object],
         name: str | None = None,
-        batch_size: int = 2000,
+        batch_size: int = 5000,
         block_ms: int = 1000,
     ) -> None:
         self.store = store

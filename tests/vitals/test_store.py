@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apps.vitals.beacon import rating_for
-from apps.vitals.models import DimensionRollup, Metric, Rollup, Site
+from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, Site
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions, existing_partitions
-from apps.vitals.rollups import MINUTE_HORIZON
+from apps.vitals.rollups import LEVELS, MINUTE_HORIZON
 from apps.vitals.services import metrics_drop_expired, metrics_store, rollups_compact, rollups_rebuild
 from apps.vitals.sketch import RELATIVE_ACCURACY, Sketch
 from tests.helpers import require
@@ -307,3 +307,60 @@ def test_random_batches_never_double_count(site: Site) -> None:
         metrics_store(records=rng.sample(records, 120), now=NOW)
     stored = Metric.objects.count()
     assert sum(Rollup.objects.values_list("samples", flat=True)) == stored
+
+
+def attribution_state(site: Site) -> dict[tuple[Any, ...], tuple[int, float, float, dict[str, float]]]:
+    return {
+        (r.bucket_seconds, r.bucket_start, r.name, r.route, r.kind, r.key): (
+            r.samples,
+            round(r.weight, 6),
+            round(r.excess_sum, 3),
+            {phase: round(total, 3) for phase, total in r.phase_sums.items()},
+        )
+        for r in AttributionRollup.objects.filter(site=site)
+    }
+
+
+def test_one_batch_over_many_hours_and_blocks_equals_one_metric_at_a_time() -> None:
+    """The worker sums a whole batch at once (RollupDelta, column-wise):
+    spread over two weeks of hours, day and week blocks, minute and hour
+    buckets, with sampled, zero-valued and attributed metrics, then a batch
+    that re-delivers some and re-reports others, it must write the rollups
+    that the same metrics written one by one do."""
+    rng = random.Random(11)
+    whole, single = (Site.objects.create(name=name, allowed_origins=["*"]) for name in ("whole", "single"))
+    specs = []
+    for n in range(300):
+        at = NOW - timedelta(minutes=rng.randrange(0, 14 * 24 * 60), seconds=rng.randrange(60))
+        name = rng.choice(("LCP", "INP", "CLS", "TTFB"))
+        value = rng.choice((0.0, rng.random() * 0.3)) if name == "CLS" else rng.lognormvariate(6.5, 0.8)
+        attribution = {"target": rng.choice(("img.hero", "h1")), "timeToFirstByte": 120.5} if name == "LCP" else {}
+        dims = {
+            "route": rng.choice(("/", "/cart", "/products/:id")),
+            "device_class": rng.choice(("desktop", "mobile")),
+            "country": rng.choice(("DE", "US", "")),
+            "weight": rng.choice((1.0, 1.0, 1 / 0.3)),
+            "attribution": attribution,
+        }
+        specs.append((n, value, name, at, dims))
+
+    def batch(site: Site, chosen: list[tuple[Any, ...]], grow: float = 1.0) -> list[dict[str, Any]]:
+        return [record(site, n, value=value * grow, name=name, at=at, **dims) for n, value, name, at, dims in chosen]
+
+    metrics_store(records=batch(whole, specs), now=NOW)
+    for spec in specs:
+        metrics_store(records=batch(single, [spec]), now=NOW)
+    # Re-delivered unchanged, re-reported larger, and new ones, together.
+    again = batch(whole, specs[:40]) + batch(whole, specs[40:80], grow=1.5)
+    metrics_store(records=again, now=NOW)
+    for rows in (batch(single, specs[:40]), batch(single, specs[40:80], grow=1.5)):
+        for row in rows:
+            metrics_store(records=[row], now=NOW)
+
+    assert rollup_state(whole) == rollup_state(single)
+    assert attribution_state(whole) == attribution_state(single)
+    assert sum(Rollup.objects.filter(site=whole).values_list("samples", flat=True)) == 300
+    levels = DimensionRollup.objects.filter(site=whole, dimension="site").values_list("bucket_seconds", "samples")
+    assert {seconds: 0 for seconds, _ in levels} == dict.fromkeys(LEVELS, 0)
+    for seconds in LEVELS:
+        assert sum(s for level, s in levels if level == seconds) == 300
