@@ -10,6 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.cache.response_cache import cache_response
+from apps.core.models import ApiToken
+from apps.core.services import api_token_revoke
 from tests.cache.conftest import PrivateRedis, redis_cache_settings
 from tests.helpers import free_port
 
@@ -144,3 +146,32 @@ def test_one_line_wraps_any_stats_view_and_keeps_its_503(read_token: str) -> Non
     assert first.status_code == second.status_code == 503
     assert second["X-PerfHub-Cache"] == "hit"
     assert second.json() == {"status": "unhealthy", "calls": 1}
+
+
+def test_a_cached_body_or_304_never_reaches_a_refused_client(
+    read_token: str, viewer_client: Client, outsider_client: Client
+) -> None:
+    cached = _token_client(read_token).get(STATS)
+    etag = cached["ETag"]
+    assert _token_client(read_token).get(STATS, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    # A staff session's body is cached too, under the session class.
+    assert [viewer_client.get(STATS)["X-PerfHub-Cache"] for _ in range(2)] == ["miss", "hit"]
+
+    refusals = {
+        "anonymous": Client().get(STATS, HTTP_IF_NONE_MATCH=etag),
+        "unknown token": _token_client("phk_not-a-token").get(STATS, HTTP_IF_NONE_MATCH=etag),
+        "not staff": outsider_client.get(STATS, HTTP_IF_NONE_MATCH=etag),
+    }
+    api_token_revoke(token=ApiToken.objects.get())
+    refusals["revoked token"] = _token_client(read_token).get(STATS, HTTP_IF_NONE_MATCH=etag)
+
+    assert {who: r.status_code for who, r in refusals.items()} == {
+        "anonymous": 401,
+        "unknown token": 401,
+        "not staff": 403,
+        "revoked token": 401,
+    }
+    for response in refusals.values():
+        assert "X-PerfHub-Cache" not in response
+        assert "ETag" not in response
+        assert set(response.json()) == {"detail"}
