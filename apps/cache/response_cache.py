@@ -62,7 +62,14 @@ Handler = Callable[..., Response]
 
 def permission_class(request: Request) -> str:
     """The level of access a request has, as far as a stats body could
-    depend on it."""
+    depend on it.
+
+    Users of one level share an entry. That is safe only because the bodies
+    are the same for all of them by construction: the views wrapped here
+    (cache, database and resilience stats) read server-wide state and take
+    nothing from the request but the path and the query, both in the key. A
+    view whose body depends on who asks (their sites, their tokens) must not
+    use ``@cache_response``."""
     token = request.auth if isinstance(request.auth, ApiToken) else None
     if token is not None:
         return f"token-{token.scope}-{'superuser' if token.user.is_superuser else 'staff'}"
