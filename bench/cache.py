@@ -231,8 +231,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, list[Pha
         if args.warmup:
             for server in servers.values():
                 poll(server, paths, secret, args, args.warmup)
+        # cached/uncached in odd rounds, uncached/cached in even ones, so
+        # that neither always runs first (or in the machine's quieter moment).
+        order = list(servers.items())
         for number in range(1, args.rounds + 1):
-            for name, server in servers.items():
+            for name, server in order if number % 2 else order[::-1]:
                 run = poll(server, paths, secret, args, args.duration)
                 runs[name].append(run)
                 states = ", ".join(f"{state} {count}" for state, count in sorted(run.states.items()))

@@ -29,6 +29,15 @@ What it does:
    outcomes are also counted in ``perfhub_api_response_cache_requests_total``.
 4. When the cache fails, the body is computed and served uncached
    (``error``), never a 500.
+5. A poller's usual request is a conditional one whose ETag is still
+   current. Each process remembers the ETag of every 200 body it served
+   from or into the shared cache, with that entry's expiry, and answers a
+   matching ``If-None-Match`` with its 304 (``hit``) without asking Redis:
+   the round trip, more than the lookup, is what costs on a busy host. It
+   is never staler than the shared entry, since it ends when that entry
+   does, and within that time the client could have kept its copy without
+   asking at all (``max-age``). It comes after authentication and
+   permissions like everything here, and under the same key.
 """
 
 import functools
@@ -56,13 +65,24 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "perfhub:cache:response"
 CACHE_HEADER = "X-PerfHub-Cache"
 CACHEABLE_STATUSES = frozenset({200, 503})
+# Point 5: key -> (ETag, expiry as a time.time()). Keys are paths and query
+# strings of authenticated callers, so the memory is capped all the same.
+_current_etags: dict[str, tuple[str, float]] = {}
+MAX_REMEMBERED_ETAGS = 1000
 
 Handler = Callable[..., Response]
 
 
 def permission_class(request: Request) -> str:
     """The level of access a request has, as far as a stats body could
-    depend on it."""
+    depend on it.
+
+    Users of one level share an entry. That is safe only because the bodies
+    are the same for all of them by construction: the views wrapped here
+    (cache, database and resilience stats) read server-wide state and take
+    nothing from the request but the path and the query, both in the key. A
+    view whose body depends on who asks (their sites, their tokens) must not
+    use ``@cache_response``."""
     token = request.auth if isinstance(request.auth, ApiToken) else None
     if token is not None:
         return f"token-{token.scope}-{'superuser' if token.user.is_superuser else 'staff'}"
@@ -77,6 +97,31 @@ def response_cache_key(request: Request) -> str:
 
 def _etag(body: bytes) -> str:
     return f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+def _remember_etag(key: str, etag: str, expires_at: float) -> None:
+    if len(_current_etags) >= MAX_REMEMBERED_ETAGS:
+        now = time.time()
+        for stale in [k for k, (_, expiry) in _current_etags.items() if expiry <= now]:
+            del _current_etags[stale]
+        if len(_current_etags) >= MAX_REMEMBERED_ETAGS:
+            _current_etags.clear()
+    _current_etags[key] = (etag, expires_at)
+
+
+def _not_modified_from_memory(request: Request, key: str, seconds: int) -> HttpResponseBase | None:
+    """The 304 for a request whose If-None-Match names the current ETag of
+    this key as this process last saw it (point 5); None otherwise."""
+    etag, expires_at = _current_etags.get(key, ("", 0.0))
+    if expires_at <= time.time():
+        return None
+    # Django's conditional-request logic decides, as in _finish; the stand-in
+    # carries the headers it copies onto a 304.
+    stand_in = HttpResponse(status=200)
+    stand_in["ETag"] = etag
+    stand_in["Cache-Control"] = f"private, max-age={seconds}"
+    conditional = get_conditional_response(request, etag=etag, response=stand_in)
+    return conditional if conditional is not None and conditional.status_code == 304 else None
 
 
 def _finish(request: Request, response: HttpResponseBase, *, state: str, seconds: int, view: str) -> HttpResponseBase:
@@ -113,6 +158,12 @@ def cache_response(handler: Handler) -> Callable[..., HttpResponseBase]:
             return _finish(request, response, state=state, seconds=0, view=name)
 
         key = response_cache_key(request)
+        if "HTTP_IF_NONE_MATCH" in request.META:
+            not_modified = _not_modified_from_memory(request, key, seconds)
+            if not_modified is not None:
+                response_cache_requests.labels(view=name, result="hit").inc()
+                not_modified[CACHE_HEADER] = "hit"
+                return not_modified
         try:
             entry = cache.get(key)
         except Exception:
@@ -123,7 +174,10 @@ def cache_response(handler: Handler) -> Callable[..., HttpResponseBase]:
         if entry is not None:
             cached = HttpResponse(entry["body"], status=entry["status"], content_type=entry["content_type"])
             cached["Age"] = str(max(0, int(time.time() - entry["stored_at"])))
-            return _finish(request, cached, state="hit", seconds=seconds, view=name)
+            answer = _finish(request, cached, state="hit", seconds=seconds, view=name)
+            if entry["status"] == 200:
+                _remember_etag(key, cached["ETag"], entry["stored_at"] + seconds)
+            return answer
 
         response = _rendered(view, request, handler(view, request, *args, **kwargs), args, kwargs)
         if response.status_code in CACHEABLE_STATUSES:
@@ -138,6 +192,9 @@ def cache_response(handler: Handler) -> Callable[..., HttpResponseBase]:
             except Exception:
                 logger.warning("stats response not cached: cache unavailable", exc_info=True)
                 return _finish(request, response, state="error", seconds=0, view=name)
-        return _finish(request, response, state="miss", seconds=seconds, view=name)
+        answer = _finish(request, response, state="miss", seconds=seconds, view=name)
+        if response.status_code == 200:
+            _remember_etag(key, response["ETag"], time.time() + seconds)
+        return answer
 
     return wrapper

@@ -7,5 +7,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Core"
 
     def ready(self) -> None:
-        # Registers the OpenAPI description of the token authentication.
-        from apps.core import schema  # noqa: F401
+        # schema registers the OpenAPI description of the token
+        # authentication; signals connects the receivers that keep cached
+        # token lookups current.
+        from apps.core import schema, signals  # noqa: F401

@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -9,6 +9,13 @@ from apps.core.models import ApiToken
 # last_used_at is informative; writing it on every API call would turn each
 # read into a write, so it is refreshed at most once per interval.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# When this process last wrote last_used_at, by token digest. A token from
+# the token cache (apps/core/token_cache.py) carries the last_used_at the
+# database had when it was cached, up to TOKEN_CACHE_SECONDS ago: without
+# this, every request in those seconds would write again. Keyed by digest,
+# which no other token ever has (an id can come back after a rollback); one
+# small entry per token this process has served.
+_last_written: dict[str, datetime] = {}
 
 
 def api_token_create(*, user: User, name: str, scope: str) -> tuple[ApiToken, str]:
@@ -37,6 +44,8 @@ def api_token_revoke(*, token: ApiToken) -> None:
 
 def api_token_touch(*, token: ApiToken) -> None:
     now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+    known = [when for when in (token.last_used_at, _last_written.get(token.digest)) if when is not None]
+    if not known or now - max(known) > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
+        _last_written[token.digest] = now

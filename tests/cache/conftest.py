@@ -5,6 +5,7 @@ Never the shared server on 6379."""
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -42,6 +43,12 @@ def redis_cache_settings(url: str) -> dict[str, dict[str, object]]:
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A redis-server of this test's own, which the default cache points at."""
+    with running_private_redis() as redis:
+        yield redis
+
+
+@contextmanager
+def running_private_redis() -> Iterator[PrivateRedis]:
     server = require_tool("redis-server")
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:

@@ -1,15 +1,21 @@
 """Stats API responses cached for pollers: ETag and 304, the off switch, no
 crossing of permission levels, and an unreachable cache."""
 
+import time
+
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.test import Client, override_settings
 from django.urls import path
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.cache import response_cache
 from apps.cache.response_cache import cache_response
+from apps.core.models import ApiToken
+from apps.core.services import api_token_revoke
 from tests.cache.conftest import PrivateRedis, redis_cache_settings
 from tests.helpers import free_port
 
@@ -144,3 +150,87 @@ def test_one_line_wraps_any_stats_view_and_keeps_its_503(read_token: str) -> Non
     assert first.status_code == second.status_code == 503
     assert second["X-PerfHub-Cache"] == "hit"
     assert second.json() == {"status": "unhealthy", "calls": 1}
+    # Conditional answers are for 2xx bodies only (RFC 9110): never a 304.
+    conditional = client.get("/unhealthy", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert conditional.status_code == 503
+    assert conditional.json() == {"status": "unhealthy", "calls": 1}
+
+
+def test_a_cached_body_or_304_never_reaches_a_refused_client(
+    read_token: str, viewer_client: Client, outsider_client: Client
+) -> None:
+    cached = _token_client(read_token).get(STATS)
+    etag = cached["ETag"]
+    assert _token_client(read_token).get(STATS, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    # A staff session's body is cached too, under the session class.
+    assert [viewer_client.get(STATS)["X-PerfHub-Cache"] for _ in range(2)] == ["miss", "hit"]
+
+    refusals = {
+        "anonymous": Client().get(STATS, HTTP_IF_NONE_MATCH=etag),
+        "unknown token": _token_client("phk_not-a-token").get(STATS, HTTP_IF_NONE_MATCH=etag),
+        "not staff": outsider_client.get(STATS, HTTP_IF_NONE_MATCH=etag),
+    }
+    api_token_revoke(token=ApiToken.objects.get())
+    refusals["revoked token"] = _token_client(read_token).get(STATS, HTTP_IF_NONE_MATCH=etag)
+
+    assert {who: r.status_code for who, r in refusals.items()} == {
+        "anonymous": 401,
+        "unknown token": 401,
+        "not staff": 403,
+        "revoked token": 401,
+    }
+    for response in refusals.values():
+        assert "X-PerfHub-Cache" not in response
+        assert "ETag" not in response
+        assert set(response.json()) == {"detail"}
+
+
+def test_a_current_etag_is_answered_from_the_process_memory(read_token: str) -> None:
+    client = _token_client(read_token)
+    etag = client.get(STATS)["ETag"]
+    cache.clear()  # the shared entry is gone: only this process's memory knows the ETag
+
+    not_modified = client.get(STATS, HTTP_IF_NONE_MATCH=etag)
+    assert not_modified.status_code == 304
+    assert not_modified.content == b""
+    assert (not_modified["ETag"], not_modified["X-PerfHub-Cache"]) == (etag, "hit")
+    assert not_modified["Cache-Control"] == "private, max-age=5"
+    # Without If-None-Match the body comes from the shared cache, here empty.
+    assert client.get(STATS)["X-PerfHub-Cache"] == "miss"
+
+
+def test_a_redis_stopped_still_confirms_a_current_etag(private_redis: PrivateRedis, read_token: str) -> None:
+    client = _token_client(read_token)
+    etag = client.get(STATS)["ETag"]
+    private_redis.stop()
+    assert client.get(STATS, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    assert client.get(STATS)["X-PerfHub-Cache"] == "error"
+
+
+@override_settings(STATS_CACHE_SECONDS=1)
+def test_the_memory_ends_with_the_shared_entry(read_token: str) -> None:
+    client = _token_client(read_token)
+    first = client.get(STATS)
+    assert client.get(STATS, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 304
+    time.sleep(1.1)
+
+    expired = client.get(STATS, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert expired.status_code == 200
+    assert expired["X-PerfHub-Cache"] == "miss"
+    assert expired["ETag"] != first["ETag"]
+
+
+def test_an_etag_from_one_permission_level_is_not_confirmed_for_another(read_token: str, viewer_client: Client) -> None:
+    etag = _token_client(read_token).get(STATS)["ETag"]
+    # A staff session has an entry of its own: its body is computed afresh.
+    answer = viewer_client.get(STATS, HTTP_IF_NONE_MATCH=etag)
+    assert answer.status_code == 200
+    assert answer["X-PerfHub-Cache"] == "miss"
+
+
+def test_the_etag_memory_is_capped(read_token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(response_cache, "MAX_REMEMBERED_ETAGS", 3)
+    client = _token_client(read_token)
+    for window in ("1m", "5m", "15m", "1h", "1m"):
+        assert client.get(f"{STATS}?window={window}").status_code == 200
+        assert len(response_cache._current_etags) <= 3
