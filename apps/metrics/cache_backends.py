@@ -58,6 +58,7 @@ KEY_PREFIXES = frozenset(
         "perfhub:alerts",
         "perfhub:backups",
         "perfhub:cache",  # apps.cache.response_cache: cached API bodies
+        "perfhub:core",  # apps.core.token_cache: API token lookups
         "perfhub:database",
         "perfhub:metrics",
         "perfhub:probe",  # apps.resilience.health: the cache check
