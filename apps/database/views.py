@@ -81,10 +81,15 @@ POSTGRESQL_PANELS = ("connections", "slow_queries", "activity", "indexes", "size
 SQLITE_PANELS = ("sqlite",)
 
 
-def _window(request: HtmxStaffRequest) -> selectors.Window:
-    # An unknown window falls back to the default rather than failing: the
-    # chooser only offers valid ones, and the API validates strictly.
-    return selectors.WINDOWS.get(request.GET.get("window", ""), selectors.WINDOWS[selectors.DEFAULT_WINDOW])
+def _window(request: HtmxStaffRequest) -> tuple[selectors.Window, str | None]:
+    """The chosen window, or the default with an error for an unknown one:
+    the page still shows, with a 400 saying what was wrong (as the API
+    answers)."""
+    key = request.GET.get("window", selectors.DEFAULT_WINDOW)
+    if key in selectors.WINDOWS:
+        return selectors.WINDOWS[key], None
+    error = f"Unknown window {key!r}: choose one of {', '.join(selectors.WINDOWS)}."
+    return selectors.WINDOWS[selectors.DEFAULT_WINDOW], error
 
 
 def _base_context(request: HtmxStaffRequest, window: selectors.Window) -> dict[str, Any]:
@@ -100,19 +105,20 @@ def _base_context(request: HtmxStaffRequest, window: selectors.Window) -> dict[s
 @staff_required
 @require_GET
 def overview(request: HtmxStaffRequest) -> HttpResponse:
-    window = _window(request)
+    window, error = _window(request)
+    status = 400 if error else 200
     panels = _Panels(request, window)
     names = POSTGRESQL_PANELS if selectors.is_postgresql() else SQLITE_PANELS
-    context = _base_context(request, window)
+    context = {**_base_context(request, window), "error": error}
     wanted = request.GET.get("panel", "")
     if request.htmx and wanted in names:
         producer: Callable[[], dict[str, Any]] = getattr(panels, wanted)
-        return render(request, f"database/overview.html#{wanted}", {**context, **producer()})
+        return render(request, f"database/overview.html#{wanted}", {**context, **producer()}, status=status)
     for name in names:
         context.update(getattr(panels, name)())
     if selectors.is_postgresql():
         context["explain_form"] = ExplainForm() if request.user.is_superuser else None
-    return render(request, "database/overview.html", context)
+    return render(request, "database/overview.html", context, status=status)
 
 
 def _require_admin(request: HtmxStaffRequest, what: str) -> None:

@@ -71,6 +71,20 @@ def test_a_bad_window_is_a_400_naming_the_field(viewer_client: Client) -> None:
     assert limit.status_code == 400 and "limit" in limit.json()
 
 
+def test_the_page_says_when_its_window_is_unknown(viewer_client: Client) -> None:
+    page = viewer_client.get("/database/", {"window": "2d"})
+    panel_name = "slow_queries" if connection.vendor == "postgresql" else "sqlite"
+    panel = viewer_client.get("/database/", {"window": "2d", "panel": panel_name}, HTTP_HX_REQUEST="true")
+
+    assert page.status_code == 400
+    text = page.content.decode()
+    assert "Unknown window &#x27;2d&#x27;: choose one of 5m, 1h, 24h." in text
+    # The page still shows its panels, over the default window.
+    assert f'id="panel-{panel_name}"' in text
+    assert panel.status_code == 400
+    assert viewer_client.get("/database/", {"window": "24h"}).status_code == 200
+
+
 def test_explain_is_for_administrators_only(viewer_client: Client, owner_client: Client) -> None:
     viewer = viewer_client.post("/database/explain/", {"sql": "SELECT 1", "timeout_ms": "1000"})
     owner = owner_client.post("/database/explain/", {"sql": "SELECT 1", "timeout_ms": "1000"})
