@@ -260,6 +260,8 @@ _BLOCK_SKETCH = {
     "sketch_dense": KeyTextTransform("d", "sketch"),
     "sketch_sparse": KeyTransform("b", "sketch"),
 }
+# The totals but the sketch; the bucket start only when grouping by bucket.
+_BLOCK_SUMS = _TOTALS[1:-1]
 
 
 def _group_blocks(
@@ -275,7 +277,8 @@ def _group_blocks(
     offsets: list[int] = []
     blocks: list[bytes] = []
     width = len(key_fields)
-    values = rows.annotate(**_BLOCK_SKETCH).values_list(*key_fields, *_TOTALS[:-1], *_BLOCK_SKETCH)
+    fields = (*key_fields, "bucket_start") if per_bucket else key_fields
+    values = rows.annotate(**_BLOCK_SKETCH).values_list(*fields, *_BLOCK_SUMS, *_BLOCK_SKETCH)
     for row in values:
         key: tuple[Any, ...] = row[:width]
         if per_bucket:
@@ -285,7 +288,7 @@ def _group_blocks(
             position = positions[key] = len(group_list)
             group_list.append(groups.setdefault(key, Group()))
         group = group_list[position]
-        samples, weight, good, needs_improvement, poor, value_sum, zero, offset, dense, sparse = row[width + 1 :]
+        samples, weight, good, needs_improvement, poor, value_sum, zero, offset, dense, sparse = row[len(fields) :]
         group.add_totals(samples, weight, good, needs_improvement, poor, value_sum)
         group.dense.zero += float(zero or 0)
         if dense:
