@@ -521,7 +521,13 @@ def rollups_build(site: "Site", args: argparse.Namespace, seeded: Seeded) -> Rol
     began = time.perf_counter()
     rollups_rebuild(site=site, since=seeded.first, until=seeded.last)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE vitals_rollup, vitals_dimensionrollup")
+        # The rebuild rewrote each week's and day's blocks once per chunk of
+        # raw rows: without a vacuum the overview's index scan walks their
+        # dead versions too (seven times the heap pages at 10M metrics), which
+        # autovacuum would have cleared on a live install within a minute or
+        # so. VACUUM cannot run in a transaction: autocommit is on here.
+        cursor.execute("VACUUM ANALYZE vitals_dimensionrollup")
+        cursor.execute("ANALYZE vitals_rollup")
     built = rollup_census(site, time.perf_counter() - began)
     print(
         f"built rollups in {built.seconds:.1f}s: {built.rows:,} Rollup rows ("

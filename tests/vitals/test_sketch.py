@@ -1,10 +1,11 @@
+import base64
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch
+from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch, dense_sums
 
 values = st.lists(
     st.one_of(
@@ -133,3 +134,57 @@ def test_dense_sums_drop_what_cancels_out() -> None:
     dense.add_json(Sketch.of([200.0], weight=-1).to_dense_json())
     assert dense.sketch() == Sketch.of([100.0])
     assert dense.quantile(1) == Sketch.of([100.0]).quantile(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    blocks=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=3),
+            st.lists(
+                st.tuples(
+                    st.floats(min_value=0.0, max_value=120_000.0, allow_nan=False),
+                    st.floats(min_value=-3, max_value=3, allow_nan=False),
+                ),
+                min_size=1,
+                max_size=6,
+            ),
+        ),
+        max_size=12,
+    )
+)
+def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int, list[tuple[float, float]]]]) -> None:
+    """dense_sums (one bincount over every block of a query) gives each
+    group exactly the weights that DenseSum.add_json gives block by block,
+    groups without blocks none."""
+    groups = 5
+    one_by_one = [DenseSum() for _ in range(groups)]
+    group_of_block: list[int] = []
+    offsets: list[int] = []
+    raw: list[bytes] = []
+    for group, part in blocks:
+        sketch = Sketch()
+        for value, weight in part:
+            sketch.add(value, weight)
+        stored = sketch.to_dense_json()
+        one_by_one[group].add_json(stored)
+        if stored["d"]:
+            group_of_block.append(group)
+            offsets.append(int(stored["o"]))  # type: ignore[call-overload]
+            raw.append(base64.b64decode(str(stored["d"])))
+    for expected, summed in zip(one_by_one, dense_sums(groups, group_of_block, offsets, raw), strict=True):
+        if expected.weights is None:
+            assert summed is None
+            continue
+        assert summed is not None
+        offset, weights = summed
+        # Same buckets, same float64 sums: a wider range only adds zeros at the ends.
+        assert offset <= expected.offset
+        start = expected.offset - offset
+        assert weights[start : start + len(expected.weights)].tolist() == expected.weights.tolist()
+        assert not weights[:start].any() and not weights[start + len(expected.weights) :].any()
+
+
+def test_dense_sums_refuse_a_truncated_block() -> None:
+    with pytest.raises(ValueError, match="whole float64s"):
+        dense_sums(1, [0], [3], [b"\x00" * 12])
