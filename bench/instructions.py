@@ -21,6 +21,7 @@ ratio overhead.py finds. Last line: {"instrumented_instructions": …,
 """
 
 import argparse
+import gc
 import io
 import os
 import re
@@ -86,7 +87,14 @@ def child(args: argparse.Namespace) -> None:
         if not status[0].startswith("200"):
             raise SystemExit(f"GET {args.path} answered {status[0]}")
 
-    for _ in range(args.warmup + args.requests):
+    for _ in range(args.warmup):
+        request()
+    # As a gunicorn worker does after loading the app (perfhub/gunicorn_conf.py):
+    # otherwise a full collection of the ~120,000 objects loaded, a few hundred
+    # million instructions, lands in one run's requests and not the other's.
+    gc.collect()
+    gc.freeze()
+    for _ in range(args.requests):
         request()
     if exporter is not None:
         from perfhub.telemetry import shutdown_tracing
@@ -112,6 +120,9 @@ def instructions(env: dict[str, str], args: argparse.Namespace, requests: int, o
     ]
     if args.traceparent:
         command += ["--traceparent", args.traceparent]
+    # One hash seed for every run: set and dict layouts, and so the work done,
+    # are then the same from one run to the next.
+    env = {**env, "PYTHONHASHSEED": "0"}
     result = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise BenchError(f"callgrind run failed:\n{result.stderr[-3000:]}")
