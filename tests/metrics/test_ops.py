@@ -6,6 +6,7 @@ import time
 
 import pytest
 from django.test import Client
+from prometheus_client import REGISTRY
 from pytest_django import DjangoAssertNumQueries
 from pytest_django.fixtures import Settings
 
@@ -55,6 +56,25 @@ def test_viewer_sees_the_page_and_its_live_fragment(viewer_client: Client) -> No
     assert "Query insight" in body
     assert "Off: set <code>PERFHUB_QUERY_SAMPLE_RATE</code>" in body
     assert "<html" not in body
+
+
+def test_a_view_exception_is_counted_by_type_and_view_and_answered_with_a_500() -> None:
+    def count(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    by_type = ("django_http_exceptions_total_by_type_total", {"type": "LookupError"})
+    by_view = ("django_http_exceptions_total_by_view_total", {"view": "test-raising"})
+    responses = (
+        "django_http_responses_total_by_status_view_method_total",
+        {"status": "500", "view": "test-raising", "method": "GET"},
+    )
+    before = [count(*sample) for sample in (by_type, by_view, responses)]
+
+    response = Client(raise_request_exception=False).get("/test/raising/")
+
+    assert response.status_code == 500
+    assert "Server-Timing" in response and "X-Request-ID" in response
+    assert [count(*sample) for sample in (by_type, by_view, responses)] == [value + 1 for value in before]
 
 
 def test_counts_rates_and_latency_of_the_views_hit(viewer_client: Client) -> None:

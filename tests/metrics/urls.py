@@ -21,9 +21,14 @@ def failing(request: HttpRequest) -> HttpResponse:
     return HttpResponse("unavailable", status=503)
 
 
+def raising(request: HttpRequest) -> HttpResponse:
+    raise LookupError("a bug in a view")
+
+
 urlpatterns = [
     path("test/nplusone/", nplusone, name="test-nplusone"),
     path("test/duplicates/", duplicates, name="test-duplicates"),
     path("test/failing/", failing, name="test-failing"),
+    path("test/raising/", raising, name="test-raising"),
     path("", include("perfhub.urls")),
 ]
