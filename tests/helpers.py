@@ -19,6 +19,11 @@ PYTHON = str(BASE_DIR / ".venv" / "bin" / "python") if (BASE_DIR / ".venv").exis
 PASSWORD = "correct horse battery staple"
 
 
+def bearer(secret: str) -> dict[str, str]:
+    """Headers for the test client that authenticate with an API token."""
+    return {"Authorization": f"Bearer {secret}"}
+
+
 def postgres_configured() -> bool:
     return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
 

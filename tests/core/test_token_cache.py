@@ -17,17 +17,13 @@ from apps.core.selectors import api_token_for_secret
 from apps.core.services import api_token_create, api_token_revoke
 from apps.core.token_cache import TOKEN_CACHE_SECONDS, TOMBSTONE, api_token_remember, token_cache_key
 from tests.cache.conftest import running_private_redis
-from tests.helpers import PASSWORD, redis_configured
+from tests.helpers import PASSWORD, bearer, redis_configured
 
 pytestmark = pytest.mark.django_db
 
 WHOAMI = "/api/v1/whoami"
 STATS = "/api/v1/performance/cache/stats"
 RESET = "/api/v1/performance/reset-circuit-breakers"
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def entry_for(cache: BaseCache, secret: str) -> object:

@@ -3,12 +3,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.core.models import ApiToken
+from tests.helpers import bearer
 
 WHOAMI = "/api/v1/whoami"
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def test_staff_create_a_token_whose_secret_is_shown_once_and_stored_hashed(viewer_client: Client) -> None:

@@ -9,17 +9,13 @@ from django.test import Client
 
 from apps.resilience.breakers import CLOSED, OPEN, breaker
 from apps.resilience.models import BreakerReset
-from tests.helpers import redis_configured
+from tests.helpers import bearer, redis_configured
 
 pytestmark = pytest.mark.django_db
 
 HEALTH = "/api/v1/performance/health"
 RESILIENCE = "/api/v1/performance/resilience"
 RESET = "/api/v1/performance/reset-circuit-breakers"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.parametrize("url", [HEALTH, RESILIENCE])
