@@ -35,8 +35,8 @@ from apps.vitals.sketch import (
     Sketch,
     add_dense,
     bucket_indexes,
-    dense_from_json,
-    dense_json_text,
+    dense_columns,
+    dense_weights,
 )
 
 # Minute buckets for the recent past, where dashboards zoom in; hour
@@ -112,9 +112,10 @@ class Aggregate:
     sketch: Sketch = field(default_factory=Sketch)
 
     # Columns the database adds up on conflict, and JSON columns it merges
-    # with the named SQL function.
+    # with the named SQL function; STORED, all the row's columns but its key.
     SUMS: ClassVar = ("samples", "weight", "good", "needs_improvement", "poor", "value_sum")
     MERGES: ClassVar = {"sketch": "vitals_sketch_merge"}
+    STORED: ClassVar = (*SUMS, *MERGES)
 
     def columns(self) -> dict[str, Any]:
         return {**{c: getattr(self, c) for c in self.SUMS}, "sketch": self.sketch.to_json()}
@@ -150,14 +151,17 @@ class Aggregate:
 
 class DenseAggregate:
     """A DimensionRollup row's totals, or the change to them, with its sketch
-    as the row stores it (Sketch.to_dense_json): a dense array of bucket
+    as the row stores it (sketch.dense_columns): a dense array of bucket
     weights, so that merging a delta into a stored block is one numpy
     addition whatever the number of buckets."""
 
     __slots__ = ("offset", "sums", "weights", "zero")
 
     SUMS: ClassVar = Aggregate.SUMS
-    MERGES: ClassVar = Aggregate.MERGES
+    # Blocks are merged here and written back whole, never by the database.
+    MERGES: ClassVar = {}
+    SKETCH: ClassVar = ("sketch_zero", "sketch_offset", "sketch_weights")
+    STORED: ClassVar = (*SUMS, *SKETCH)
 
     def __init__(
         self, sums: Sequence[float] | None = None, zero: float = 0.0, offset: int = 0, weights: Any = None
@@ -173,25 +177,23 @@ class DenseAggregate:
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> "DenseAggregate":
-        """From a row's SUMS then MERGES columns, in that order."""
-        *sums, sketch = values
-        if isinstance(sketch, str):
-            sketch = json.loads(sketch)
-        return cls(sums, *dense_from_json(sketch))
+        """From a row's STORED columns, in that order."""
+        *sums, zero, offset, weights = values
+        return cls(sums, zero, offset, dense_weights(weights))
 
     def merge(self, other: "DenseAggregate") -> None:
         self.sums = [a + b for a, b in zip(self.sums, other.sums, strict=True)]
         self.zero += other.zero
         self.offset, self.weights = add_dense(self.offset, self.weights, other.offset, other.weights)
 
-    def sketch_text(self) -> str:
-        return dense_json_text(self.zero, self.offset, self.weights)
+    def sketch_columns(self) -> tuple[float, int, bytes]:
+        return dense_columns(self.zero, self.offset, self.weights)
 
     def columns(self) -> dict[str, Any]:
-        return {**dict(zip(self.SUMS, self.sums, strict=True)), "sketch": json.loads(self.sketch_text())}
+        return dict(zip(self.STORED, (*self.sums, *self.sketch_columns()), strict=True))
 
     def sketch(self) -> Sketch:
-        return Sketch.from_json(json.loads(self.sketch_text()))
+        return Sketch.from_dense(*self.sketch_columns())
 
 
 @dataclass
@@ -207,6 +209,7 @@ class AttributionAggregate:
 
     SUMS: ClassVar = ("samples", "weight", "value_sum", "excess_sum")
     MERGES: ClassVar = {"phase_sums": "vitals_json_add", "phase_weights": "vitals_json_add"}
+    STORED: ClassVar = (*SUMS, *MERGES)
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -683,16 +686,19 @@ def _fold(into: dict[Any, Any], key: Any, aggregate: Any, kind: type = Aggregate
 
 
 def _stage(cursor: Any, table: str, key_fields: Sequence[str], kind: Any) -> tuple[str, list[str]]:
-    """The staging table of ``table``'s deltas and its columns: the key, the
-    SUMS, and the MERGES as text (JSON text made here, cast back to jsonb
-    when inserted)."""
+    """The staging table of ``table``'s deltas and its columns: the key and
+    the STORED columns, the MERGES as text (JSON text made here, cast back
+    to jsonb when inserted)."""
     stage = f"{table}_stage"
-    stage_create(cursor, stage, table, [*key_fields, *kind.SUMS, *(f"{c}::text AS {c}" for c in kind.MERGES)])
-    return stage, [*key_fields, *kind.SUMS, *kind.MERGES]
+    stage_create(
+        cursor, stage, table, [*key_fields, *(f"{c}::text AS {c}" if c in kind.MERGES else c for c in kind.STORED)]
+    )
+    return stage, [*key_fields, *kind.STORED]
 
 
 def _from_stage(stage: str, kind: Any, key_fields: Sequence[str]) -> str:
-    return f"SELECT {', '.join([*key_fields, *kind.SUMS, *(f'{c}::jsonb' for c in kind.MERGES)])} FROM {stage}"
+    columns = [*key_fields, *(f"{c}::jsonb" if c in kind.MERGES else c for c in kind.STORED)]
+    return f"SELECT {', '.join(columns)} FROM {stage}"
 
 
 def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, rows: Any, *, negative: bool) -> int:
@@ -740,7 +746,7 @@ def _replace_postgresql(
             if aggregate.samples <= 0:
                 continue
             if kind is DenseAggregate:
-                yield [*key, *aggregate.sums, aggregate.sketch_text()]
+                yield [*key, *aggregate.sums, *aggregate.sketch_columns()]
             else:
                 values = aggregate.columns()
                 yield [*key, *(values[c] for c in kind.SUMS), *(json.dumps(values[c]) for c in kind.MERGES)]
@@ -749,7 +755,7 @@ def _replace_postgresql(
         stage, columns = _stage(cursor, table, key_fields, kind)
         written = 0
         if copy_rows(cursor, stage, columns, rows()):
-            updates = [f"{c} = EXCLUDED.{c}" for c in (*kind.SUMS, *kind.MERGES)]
+            updates = [f"{c} = EXCLUDED.{c}" for c in kind.STORED]
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(columns)}) {_from_stage(stage, kind, key_fields)} "
                 f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
@@ -778,7 +784,7 @@ def _merged_with_stored_postgresql(
     merged = {key: Stored(pk=None, aggregate=delta) for key, delta in aggregates.items()}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT k.n, r.id, {', '.join(f'r.{c}' for c in (*kind.SUMS, *kind.MERGES))} "
+            f"SELECT k.n, r.id, {', '.join(f'r.{c}' for c in kind.STORED)} "
             "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS k(key, n) "
             f"JOIN {table} r ON " + " AND ".join(matches),
             [json.dumps(keys, default=_isoformat)],
@@ -815,7 +821,7 @@ def _apply_portable(model: type[Model], key_fields: tuple[str, ...], aggregates:
             batch_size=500,
             update_conflicts=True,
             unique_fields=[f.removesuffix("_id") for f in key_fields],
-            update_fields=[*kind.SUMS, *kind.MERGES],
+            update_fields=list(kind.STORED),
         )
     if emptied:
         model._default_manager.filter(pk__in=emptied).delete()
@@ -849,7 +855,7 @@ def _merged_with_stored(
         condition |= Q(**dict(zip(key_fields[:split], prefix, strict=True)), bucket_start__in=bucket_starts)
     merged = {key: Stored(pk=None, aggregate=delta) for key, delta in aggregates.items()}
     width = len(key_fields)
-    rows = model._default_manager.filter(condition).values_list("pk", *key_fields, *kind.SUMS, *kind.MERGES)
+    rows = model._default_manager.filter(condition).values_list("pk", *key_fields, *kind.STORED)
     for pk, *values in rows.iterator(chunk_size=2000):
         found = merged.get(tuple(values[:width]))
         if found is not None:

@@ -13,7 +13,6 @@ be subtracted (a re-reported metric replaces its earlier value), a compact
 JSON form stored in rollup rows, and no protobuf dependency.
 """
 
-import base64
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -118,30 +117,32 @@ class Sketch:
         """A compact JSON form: {"z": zero weight, "b": {index: weight}}."""
         return {"z": _compact(self.zero), "b": {str(i): _compact(w) for i, w in sorted(self.bins.items())}}
 
-    def to_dense_json(self) -> dict[str, object]:
-        """The dense JSON form: {"z": zero weight, "o": lowest bucket, "d":
-        base64 of the little-endian float64 weights of every bucket from the
-        lowest to the highest}. Larger than the sparse form by the empty
-        buckets, but a reader adds thousands of them in C (``DenseSum``)
-        instead of a Python loop per bucket: the form of the rows that the
-        dashboards merge by the thousand (DimensionRollup)."""
+    def to_dense(self) -> tuple[float, int, bytes]:
+        """The dense form (``dense_columns``): larger than the sparse one by
+        the empty buckets, but a reader adds thousands of them in C
+        (``DenseSum``, ``dense_sums``) instead of a Python loop per bucket;
+        the form of the rows the dashboards merge by the thousand
+        (DimensionRollup)."""
         if not self.bins:
-            return {"z": _compact(self.zero), "o": 0, "d": ""}
+            return dense_columns(self.zero, 0, np.zeros(0))
         lowest, highest = min(self.bins), max(self.bins)
         weights = np.zeros(highest - lowest + 1, dtype="<f8")
         for index, weight in self.bins.items():
             weights[index - lowest] = weight
-        return {"z": _compact(self.zero), "o": lowest, "d": base64.b64encode(weights.tobytes()).decode("ascii")}
+        return dense_columns(self.zero, lowest, weights)
+
+    @classmethod
+    def from_dense(cls, zero: float, offset: int, weights: bytes) -> "Sketch":
+        """From the dense form (``to_dense``)."""
+        dense = DenseSum()
+        dense.add_dense(zero, offset, weights)
+        return dense.sketch()
 
     @classmethod
     def from_json(cls, data: Mapping[str, object] | None) -> "Sketch":
-        """From either JSON form, sparse (``to_json``) or dense (``to_dense_json``)."""
+        """From the JSON form (``to_json``)."""
         if not data:
             return cls()
-        if "d" in data:
-            dense = DenseSum()
-            dense.add_json(data)
-            return dense.sketch()
         bins = data.get("b") or {}
         if not isinstance(bins, Mapping):
             raise ValueError("sketch bins must be an object")
@@ -193,27 +194,26 @@ class Sketch:
         return f"Sketch(count={self.count:g}, buckets={len(self.bins)}, zero={self.zero:g})"
 
 
-def dense_json_text(zero: float, offset: int, weights: np.ndarray) -> str:
-    """``Sketch.to_dense_json``'s form, as JSON text, from a dense array of
-    bucket weights starting at bucket ``offset``: buckets within dust of
-    zero are emptied and the empty ones at either end cut off first."""
+def dense_columns(zero: float, offset: int, weights: np.ndarray) -> tuple[float, int, bytes]:
+    """A sketch's dense form, as a DimensionRollup row stores it, from an
+    array of bucket weights starting at bucket ``offset``: (the zero
+    bucket's weight, the lowest bucket, the little-endian float64 weights of
+    every bucket from the lowest to the highest). Weights within dust of
+    zero are emptied and the empty buckets at either end cut off first."""
     weights = np.where(np.abs(weights) < _EPSILON, 0.0, weights)
     kept = np.flatnonzero(weights)
-    zero = 0.0 if abs(zero) < _EPSILON else zero
+    zero = 0.0 if abs(zero) < _EPSILON else float(zero)
     if not len(kept):
-        return f'{{"z":{_number(zero)},"o":0,"d":""}}'
+        return zero, 0, b""
     first, last = int(kept[0]), int(kept[-1])
-    encoded = base64.b64encode(weights[first : last + 1].astype("<f8").tobytes()).decode("ascii")
-    return f'{{"z":{_number(zero)},"o":{offset + first},"d":"{encoded}"}}'
+    return zero, offset + first, weights[first : last + 1].astype("<f8").tobytes()
 
 
-def dense_from_json(data: Mapping[str, object] | None) -> tuple[float, int, np.ndarray]:
-    """(zero weight, lowest bucket, weights) of a sketch in either JSON form."""
-    dense = DenseSum()
-    dense.add_json(data)
-    if dense.weights is None:
-        return dense.zero, 0, np.zeros(0)
-    return dense.zero, dense.offset, dense.weights
+def dense_weights(data: bytes | memoryview) -> np.ndarray:
+    """The bucket weights of a dense form's bytes (read-only, no copy)."""
+    if len(data) % 8:
+        raise ValueError("a dense sketch's weights are whole float64s")
+    return np.frombuffer(data, dtype="<f8")
 
 
 def add_dense(offset: int, weights: np.ndarray, other_offset: int, other_weights: np.ndarray) -> tuple[int, np.ndarray]:
@@ -230,11 +230,6 @@ def add_dense(offset: int, weights: np.ndarray, other_offset: int, other_weights
     return start, out
 
 
-def _number(weight: float) -> str:
-    # JSON text of _compact(weight).
-    return repr(_compact(weight))
-
-
 def _compact(weight: float) -> float | int:
     # Whole weights (no sampling) are stored as integers to keep rows small.
     return int(weight) if float(weight).is_integer() else round(weight, 9)
@@ -242,8 +237,8 @@ def _compact(weight: float) -> float | int:
 
 class DenseSum:
     """The sum of many stored sketches, kept as one float64 array over a
-    contiguous range of buckets: adding a dense sketch is a base64 decode and
-    one vector addition, whatever its number of buckets."""
+    contiguous range of buckets: adding a dense sketch is one vector
+    addition, whatever its number of buckets."""
 
     __slots__ = ("offset", "weights", "zero")
 
@@ -252,21 +247,20 @@ class DenseSum:
         self.weights: np.ndarray | None = None
         self.zero = 0.0
 
+    def add_dense(self, zero: float, offset: int, weights: bytes | memoryview) -> None:
+        """Add a sketch in the dense form (``dense_columns``)."""
+        self.zero += zero
+        if weights:
+            self._add(offset, dense_weights(weights))
+
     def add_json(self, data: Mapping[str, object] | None) -> None:
-        """Add a sketch in either JSON form."""
+        """Add a sketch in the JSON form (``Sketch.to_json``)."""
         if not data:
             return
         zero = data.get("z") or 0.0
         if not isinstance(zero, int | float):
             raise ValueError("sketch zero weight must be a number")
         self.zero += zero
-        if "d" in data:
-            encoded, lowest = data["d"], data.get("o") or 0
-            if not isinstance(encoded, str) or not isinstance(lowest, int):
-                raise ValueError("a dense sketch needs a base64 string and an integer offset")
-            if encoded:
-                self._add(lowest, np.frombuffer(base64.b64decode(encoded), dtype="<f8"))
-            return
         bins = data.get("b") or {}
         if not isinstance(bins, Mapping):
             raise ValueError("sketch bins must be an object")
@@ -333,8 +327,8 @@ class DenseSum:
 def dense_sums(
     groups: int, group_of_block: Sequence[int], offsets: Sequence[int], blocks: Sequence[bytes]
 ) -> list[tuple[int, np.ndarray] | None]:
-    """The bucket-wise sums of many dense sketches' weights (the raw
-    little-endian float64 bytes of ``to_dense_json``'s "d", block ``i``
+    """The bucket-wise sums of many dense sketches' weights (the bytes of
+    ``dense_columns``, block ``i``
     starting at bucket ``offsets[i]`` and belonging to group
     ``group_of_block[i]``), as (lowest bucket, weights) per group, None for a
     group without any.
@@ -342,7 +336,7 @@ def dense_sums(
     All blocks are added in one ``np.bincount`` over one buffer instead of a
     numpy call per block: a dashboard merges thousands of blocks per query.
     bincount adds each bucket's weights in the blocks' order, so the sums
-    are bit for bit those of ``DenseSum.add_json`` called block by block."""
+    are bit for bit those of ``DenseSum.add_dense`` called block by block."""
     out: list[tuple[int, np.ndarray] | None] = [None] * groups
     if not blocks:
         return out

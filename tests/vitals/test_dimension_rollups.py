@@ -2,6 +2,9 @@
 the dashboards ask for gives the same counts and histograms as the raw rows,
 whichever rollups answer it."""
 
+import base64
+import importlib
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,21 +175,14 @@ def test_compaction_leaves_dimension_rollups_alone(seeded: tuple[Site, list[dict
     assert block_start(NOW, HOUR) == NOW
 
 
-def test_blocks_stored_sparse_read_as_the_dense_ones(seeded: tuple[Site, list[dict[str, Any]]]) -> None:
-    """Blocks written before the dense form ({"z", "b"}) still read: the
-    dashboards take the dense form's parts out in SQL and fall back to "b"."""
-    site, _ = seeded
-    query = DashboardQuery(site=site, time_range=time_range_preset("28d", now=NOW))
-    dense = grouped_rollups(query, by=("route",))
-    rewritten = 0
-    for block in DimensionRollup.objects.filter(site=site, dimension="route").order_by("pk")[::2]:
-        block.sketch = Sketch.from_json(block.sketch).to_json()
-        block.save(update_fields=["sketch"])
-        rewritten += 1
-    assert rewritten and DimensionRollup.objects.filter(site=site, sketch__has_key="b").count() == rewritten
-    mixed = grouped_rollups(query, by=("route",))
-    assert set(mixed) == set(dense)
-    for key, group in dense.items():
-        assert mixed[key].samples == group.samples
-        assert mixed[key].sketch == group.sketch
-        assert mixed[key].quantile(0.75) == group.quantile(0.75)
+def test_blocks_stored_as_json_convert_to_the_same_sketches() -> None:
+    """Migration 0008 moves stored blocks from JSON, dense ({"z", "o", "d"})
+    or sparse ({"z", "b"}), to the dense columns without changing a weight."""
+    migration = importlib.import_module("apps.vitals.migrations.0008_dimension_rollup_dense_columns")
+    sketch = Sketch.of([0.0, 0.0, 1.5, 180.0, 2400.0, 2400.0], weight=2.0)
+    zero, offset, weights = sketch.to_dense()
+    dense_json = {"z": zero, "o": offset, "d": base64.b64encode(weights).decode("ascii")}
+    assert migration.sketch_columns(dense_json) == (zero, offset, weights)
+    assert migration.sketch_columns(json.dumps(sketch.to_json())) == (zero, offset, weights)
+    assert Sketch.from_dense(*migration.sketch_columns(sketch.to_json())) == sketch
+    assert migration.sketch_columns({}) == (0.0, 0, b"")

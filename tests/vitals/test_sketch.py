@@ -1,11 +1,10 @@
-import base64
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch, dense_sums
+from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch, bucket_of, dense_sums
 
 values = st.lists(
     st.one_of(
@@ -122,16 +121,19 @@ def test_dense_sums_answer_as_merged_sketches(parts: list[list[tuple[float, floa
         for value, weight in part:
             sketch.add(value, weight)
         merged.merge(sketch)
-        dense.add_json(sketch.to_dense_json() if i % 2 else sketch.to_json())
+        if i % 2:
+            dense.add_dense(*sketch.to_dense())
+        else:
+            dense.add_json(sketch.to_json())
     assert dense.sketch() == merged
     assert dense.quantile(q) == merged.quantile(q)
-    assert Sketch.from_json(merged.to_dense_json()) == merged
+    assert Sketch.from_dense(*merged.to_dense()) == merged
 
 
 def test_dense_sums_drop_what_cancels_out() -> None:
     dense = DenseSum()
-    dense.add_json(Sketch.of([100.0, 200.0]).to_dense_json())
-    dense.add_json(Sketch.of([200.0], weight=-1).to_dense_json())
+    dense.add_dense(*Sketch.of([100.0, 200.0]).to_dense())
+    dense.add_dense(*Sketch.of([200.0], weight=-1).to_dense())
     assert dense.sketch() == Sketch.of([100.0])
     assert dense.quantile(1) == Sketch.of([100.0]).quantile(1)
 
@@ -155,7 +157,7 @@ def test_dense_sums_drop_what_cancels_out() -> None:
 )
 def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int, list[tuple[float, float]]]]) -> None:
     """dense_sums (one bincount over every block of a query) gives each
-    group exactly the weights that DenseSum.add_json gives block by block,
+    group exactly the weights that DenseSum.add_dense gives block by block,
     groups without blocks none."""
     groups = 5
     one_by_one = [DenseSum() for _ in range(groups)]
@@ -166,12 +168,12 @@ def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int,
         sketch = Sketch()
         for value, weight in part:
             sketch.add(value, weight)
-        stored = sketch.to_dense_json()
-        one_by_one[group].add_json(stored)
-        if stored["d"]:
+        zero, offset, weights = sketch.to_dense()
+        one_by_one[group].add_dense(zero, offset, weights)
+        if weights:
             group_of_block.append(group)
-            offsets.append(int(stored["o"]))  # type: ignore[call-overload]
-            raw.append(base64.b64decode(str(stored["d"])))
+            offsets.append(offset)
+            raw.append(weights)
     for expected, summed in zip(one_by_one, dense_sums(groups, group_of_block, offsets, raw), strict=True):
         if expected.weights is None:
             assert summed is None
@@ -188,3 +190,14 @@ def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int,
 def test_dense_sums_refuse_a_truncated_block() -> None:
     with pytest.raises(ValueError, match="whole float64s"):
         dense_sums(1, [0], [3], [b"\x00" * 12])
+    with pytest.raises(ValueError, match="whole float64s"):
+        DenseSum().add_dense(0.0, 3, b"\x00" * 12)
+
+
+def test_the_dense_form_runs_from_the_lowest_bucket_to_the_highest() -> None:
+    sketch = Sketch.of([0.0, 100.0, 200.0])
+    sketch.add(200.0, -1)
+    zero, offset, weights = sketch.to_dense()
+    assert (zero, offset, len(weights)) == (1.0, bucket_of(100.0), 8)
+    assert Sketch.from_dense(zero, offset, weights) == Sketch.of([0.0, 100.0])
+    assert Sketch().to_dense() == (0.0, 0, b"")

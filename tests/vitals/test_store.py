@@ -77,7 +77,9 @@ def rollup_state(site: Site) -> dict[tuple[Any, ...], tuple[int, float, float, f
             round(r.good, 6),
             round(r.poor, 6),
             round(r.value_sum, 3),
-            Sketch.from_json(r.sketch),
+            Sketch.from_dense(r.sketch_zero, r.sketch_offset, r.sketch_weights)
+            if isinstance(r, DimensionRollup)
+            else Sketch.from_json(r.sketch),
         )
     return state
 
