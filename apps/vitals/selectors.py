@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
+import numpy as np
 import psycopg
 from django.core.cache import cache
 from django.db import DatabaseError, connections
@@ -280,36 +281,38 @@ def _fetch_blocks(rows: QuerySet[Any], fields: tuple[str, ...]) -> list[tuple[An
 def _group_blocks(
     rows: QuerySet[Any], key_fields: tuple[str, ...], per_bucket: bool, resolution: int
 ) -> dict[tuple[Any, ...], Group]:
-    """``_group`` for DimensionRollup blocks: the same groups and sums, the
-    dense sketches of all the blocks added at once (``dense_sums``).
-    Hundreds to a few thousand rows: fetched at once, not through a cursor."""
-    groups: dict[tuple[Any, ...], Group] = {}
-    positions: dict[tuple[Any, ...], int] = {}
-    group_list: list[Group] = []
-    group_of_block: list[int] = []
-    offsets: list[int] = []
-    blocks: list[bytes] = []
-    width = len(key_fields)
+    """``_group`` for DimensionRollup blocks: the same groups and sums,
+    added a column at a time with numpy rather than a row at a time, and the
+    dense sketches of all the blocks added at once (``dense_sums``): a
+    28-day routes table merges ~1,500 blocks. Fetched at once, not through a
+    cursor."""
     fields = (*key_fields, "bucket_start") if per_bucket else key_fields
-    for row in _fetch_blocks(rows, (*fields, *_BLOCK_SUMS, *_BLOCK_SKETCH)):
-        key: tuple[Any, ...] = row[:width]
-        if per_bucket:
-            key = (*key, floor_to(row[width], resolution))
-        position = positions.get(key)
-        if position is None:
-            position = positions[key] = len(group_list)
-            group_list.append(groups.setdefault(key, Group()))
-        group = group_list[position]
-        samples, weight, good, needs_improvement, poor, value_sum, zero, offset, weights = row[len(fields) :]
-        group.add_totals(samples, weight, good, needs_improvement, poor, value_sum)
-        group.dense.zero += zero
-        if weights:
-            group_of_block.append(position)
-            offsets.append(offset)
-            blocks.append(weights)
-    for group, summed in zip(group_list, dense_sums(len(group_list), group_of_block, offsets, blocks), strict=True):
-        if summed is not None:
-            group.dense.add_weights(*summed)
+    fetched = _fetch_blocks(rows, (*fields, *_BLOCK_SUMS, *_BLOCK_SKETCH))
+    if not fetched:
+        return {}
+    columns = list(zip(*fetched, strict=True))
+    width = len(key_fields)
+    keys: list[tuple[Any, ...]] = list(zip(*columns[:width], strict=True))
+    if per_bucket:
+        keys = [(*key, floor_to(start, resolution)) for key, start in zip(keys, columns[width], strict=True)]
+        del columns[width]
+    positions: dict[tuple[Any, ...], int] = {}
+    group_ids = np.fromiter((positions.setdefault(key, len(positions)) for key in keys), np.int64, len(keys))
+    count = len(positions)
+    # bincount adds each group's values in the rows' order, as a loop would.
+    samples, *sums, zeros = (
+        np.bincount(group_ids, weights=np.asarray(column, dtype=np.float64), minlength=count)
+        for column in columns[width : width + len(_BLOCK_SUMS) + 1]
+    )
+    offsets, blocks = columns[-2], columns[-1]
+    dense = [i for i, weights in enumerate(blocks) if weights]
+    summed = dense_sums(count, group_ids[dense], [offsets[i] for i in dense], [blocks[i] for i in dense])
+    groups: dict[tuple[Any, ...], Group] = {}
+    for key, position in positions.items():
+        group = groups[key] = Group(int(samples[position]), *(float(column[position]) for column in sums))
+        group.dense.zero = float(zeros[position])
+        if summed[position] is not None:
+            group.dense.add_weights(*summed[position])
     return groups
 
 

@@ -36,6 +36,7 @@ from apps.vitals.selectors import (
     UNITS,
     AttributionRow,
     HistogramBin,
+    RouteRow,
     SeriesPoint,
     attribution_top,
     beacons_last_minute,
@@ -50,6 +51,7 @@ from apps.vitals.selectors import (
     vitals_compare,
     vitals_summary,
 )
+from apps.vitals.templatetags.vitals_format import count, rating_label, rating_symbol, vital_value
 
 SITES_PER_PAGE = 50
 
@@ -381,6 +383,43 @@ def _route_columns(sort: str, descending: bool) -> list[dict[str, Any]]:
     return headers
 
 
+def _route_rows(request: DashboardRequest, site: Site, rows: list[RouteRow]) -> list[dict[str, Any]]:
+    """A page of the routes table as it is shown: each row's link to the
+    route's own overview and its cells, formatted here with the template
+    filters' functions rather than in the template cell by cell, which cost
+    a quarter of the overview's time (a variable lookup and filter call per
+    value, a {% querystring %} per row)."""
+    params = request.GET.copy()
+    for name in ("route", "q", "sort", "dir", "page"):
+        params.pop(name, None)
+    base = reverse("vitals:dashboard", args=[site.name])
+    shown = []
+    for row in rows:
+        params["route"] = row.route
+        cells = []
+        for name, metric in row.metrics.items():
+            cells.append(
+                {
+                    "name": name,
+                    "value": None if metric.value is None else vital_value(metric.value, name),
+                    "rating": metric.rating,
+                    "label": rating_label(metric.rating),
+                    "symbol": rating_symbol(metric.rating),
+                }
+            )
+        shown.append(
+            {
+                "route": row.route,
+                "url": f"{base}?{params.urlencode()}",
+                "too_few_samples": row.too_few_samples,
+                "pageviews": count(row.pageviews),
+                "cells": cells,
+                "worst": f"{row.worst * 100:.0f}",
+            }
+        )
+    return shown
+
+
 def _routes_context(request: DashboardRequest, query: DashboardQuery) -> dict[str, Any]:
     sort, descending = _route_sort(request)
     search = request.GET.get("q", "")[:200]
@@ -388,6 +427,7 @@ def _routes_context(request: DashboardRequest, query: DashboardQuery) -> dict[st
     page = Paginator(rows, ROUTES_PER_PAGE).get_page(request.GET.get("page"))
     return {
         "routes_page": page,
+        "route_rows": _route_rows(request, query.site, list(page.object_list)),
         "route_columns": _route_columns(sort, descending),
         "search": search,
         "sort": sort,
