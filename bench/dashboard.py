@@ -12,7 +12,9 @@ the same run:
     not there yet (it answers anything but 200, or reads no rollup), the
     selectors behind it, vitals_summary + route_table, in this process.
     Repeated --requests times after --warmup, with the cache emptied before
-    each, so nothing is served from a response cache; p95 of the wall times;
+    each, so nothing is served from a response cache, and the objects
+    loaded by then frozen for the garbage collector as a gunicorn worker
+    freezes them; p95 of the wall times;
 (b) the p75 of every metric per route from the raw rows with
     percentile_cont(0.75) WITHIN GROUP (ORDER BY value), GROUP BY route, name
     over the same range; --raw-repeats times, median;
@@ -34,6 +36,7 @@ went wrong (e.g. rollups that do not count every raw row once).
 """
 
 import argparse
+import gc
 import math
 import os
 import statistics
@@ -619,6 +622,11 @@ def overview_time(site: "Site", args: argparse.Namespace) -> Overview:
         warmed += 1
     if warmed < args.warmup:
         print(f"  warmed up with {warmed} request(s): half of --budget {args.budget:g}s spent")
+    # As a gunicorn worker does once the app is loaded (perfhub/gunicorn_conf.py):
+    # otherwise a full collection walking the objects of Django, numpy and the
+    # bench's own data lands in a few timed requests, and those are the p95.
+    gc.collect()
+    gc.freeze()
     timings: list[float] = []
     while len(timings) < args.requests:
         cache.clear()
