@@ -159,7 +159,7 @@ class DenseAggregate:
 
     SUMS: ClassVar = Aggregate.SUMS
     # Blocks are merged here and written back whole, never by the database.
-    MERGES: ClassVar = {}
+    MERGES: ClassVar[dict[str, str]] = {}
     SKETCH: ClassVar = ("sketch_zero", "sketch_offset", "sketch_weights")
     STORED: ClassVar = (*SUMS, *SKETCH)
 

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 import numpy as np
-import psycopg
 from django.core.cache import cache
 from django.db import DatabaseError, connections
 from django.db.models import Count, Q, QuerySet, Sum
@@ -256,24 +255,17 @@ _BLOCK_SKETCH = ("sketch_zero", "sketch_offset", "sketch_weights")
 
 
 def _fetch_blocks(rows: QuerySet[Any], fields: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    """``rows.values_list(*fields)``, fetched on PostgreSQL in the binary
-    format: a 28-day routes table reads ~1,500 blocks of a few kilobytes of
-    bucket weights each, which the text format sends as hex, twice their
-    size, for psycopg to decode back to bytes (half the page's time). The
-    cursor is wrapped as Django wraps its own, so query logging and the
-    execute wrappers (Server-Timing's db time) still see the query."""
+    """``rows.values_list(*fields)``, fetched in PostgreSQL's binary format
+    where the database backend offers it (apps.metrics.db.postgresql): a
+    28-day routes table reads ~1,500 blocks of a few kilobytes of bucket
+    weights each, which the text format sends as hex, twice their size, for
+    psycopg to decode back to bytes (half the page's time)."""
     values = rows.values_list(*fields)
-    connection = connections[values.db]
-    if connection.vendor != "postgresql":
+    binary_cursor = getattr(connections[values.db], "binary_cursor", None)
+    if binary_cursor is None:
         return list(values)
     sql, params = values.query.get_compiler(using=values.db).as_sql()
-    connection.ensure_connection()
-    # Django's own cursors bind parameters client-side, which psycopg allows
-    # in the text format only.
-    binary = psycopg.Cursor(connection.connection)
-    binary.format = psycopg.pq.Format.BINARY
-    cursor = connection.make_debug_cursor(binary) if connection.queries_logged else connection.make_cursor(binary)
-    with cursor:
+    with binary_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -306,13 +298,15 @@ def _group_blocks(
     )
     offsets, blocks = columns[-2], columns[-1]
     dense = [i for i, weights in enumerate(blocks) if weights]
-    summed = dense_sums(count, group_ids[dense], [offsets[i] for i in dense], [blocks[i] for i in dense])
+    summed = dense_sums(count, group_ids[dense].tolist(), [offsets[i] for i in dense], [blocks[i] for i in dense])
     groups: dict[tuple[Any, ...], Group] = {}
     for key, position in positions.items():
-        group = groups[key] = Group(int(samples[position]), *(float(column[position]) for column in sums))
+        group = groups[key] = Group()
+        group.add_totals(int(samples[position]), *(float(column[position]) for column in sums))
         group.dense.zero = float(zeros[position])
-        if summed[position] is not None:
-            group.dense.add_weights(*summed[position])
+        weights = summed[position]
+        if weights is not None:
+            group.dense.add_weights(*weights)
     return groups
 
 

@@ -132,7 +132,7 @@ class Sketch:
         return dense_columns(self.zero, lowest, weights)
 
     @classmethod
-    def from_dense(cls, zero: float, offset: int, weights: bytes) -> "Sketch":
+    def from_dense(cls, zero: float, offset: int, weights: bytes | memoryview) -> "Sketch":
         """From the dense form (``to_dense``)."""
         dense = DenseSum()
         dense.add_dense(zero, offset, weights)

@@ -7,19 +7,23 @@ import importlib
 import json
 import random
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from apps.core.timeranges import TimeRange, time_range_preset
 from apps.vitals.filters import DashboardQuery
-from apps.vitals.models import DimensionRollup, Site
+from apps.vitals.models import DimensionRollup, Metric, Site
 from apps.vitals.rollups import HOUR, LEVELS, block_start, blocks
 from apps.vitals.selectors import grouped_rollups
 from apps.vitals.services import metrics_store, rollups_compact
 from apps.vitals.sketch import Sketch
+from tests.helpers import require
 from tests.vitals.test_store import record
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -186,3 +190,25 @@ def test_blocks_stored_as_json_convert_to_the_same_sketches() -> None:
     assert migration.sketch_columns(json.dumps(sketch.to_json())) == (zero, offset, weights)
     assert Sketch.from_dense(*migration.sketch_columns(sketch.to_json())) == sketch
     assert migration.sketch_columns({}) == (0.0, 0, b"")
+
+
+def test_blocks_are_read_in_binary_through_the_instrumented_cursor(
+    seeded: tuple[Site, list[dict[str, Any]]], django_assert_num_queries: Any
+) -> None:
+    """On PostgreSQL the dashboards fetch blocks in the binary format (bytea
+    as bytes) with a cursor that is counted, timed and logged like any other."""
+    require(connection.vendor == "postgresql", "the binary cursor is PostgreSQL's")
+    site, _ = seeded
+    query = DashboardQuery(site=site, time_range=time_range_preset("28d", now=NOW))
+    labels = {"alias": "default", "vendor": "postgresql"}
+    executed = REGISTRY.get_sample_value("django_db_execute_total", labels) or 0.0
+    with django_assert_num_queries(1), CaptureQueriesContext(connection) as captured:
+        groups = grouped_rollups(query, by=("route",))
+    assert REGISTRY.get_sample_value("django_db_execute_total", labels) == executed + 1
+    assert "vitals_dimensionrollup" in captured.captured_queries[0]["sql"]
+    with cast(Any, connection).binary_cursor() as cursor:
+        cursor.execute("SELECT sketch_weights FROM vitals_dimensionrollup WHERE site_id = %s LIMIT 1", [site.pk])
+        (weights,) = cursor.fetchone()
+    assert isinstance(weights, bytes) and weights and len(weights) % 8 == 0
+    # Every stored metric once, as the raw rows count them.
+    assert sum(group.samples for group in groups.values()) == Metric.objects.filter(site=site).count()

@@ -179,12 +179,12 @@ def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int,
             assert summed is None
             continue
         assert summed is not None
-        offset, weights = summed
+        lowest, sums = summed
         # Same buckets, same float64 sums: a wider range only adds zeros at the ends.
-        assert offset <= expected.offset
-        start = expected.offset - offset
-        assert weights[start : start + len(expected.weights)].tolist() == expected.weights.tolist()
-        assert not weights[:start].any() and not weights[start + len(expected.weights) :].any()
+        assert lowest <= expected.offset
+        start = expected.offset - lowest
+        assert sums[start : start + len(expected.weights)].tolist() == expected.weights.tolist()
+        assert not sums[:start].any() and not sums[start + len(expected.weights) :].any()
 
 
 def test_dense_sums_refuse_a_truncated_block() -> None:
