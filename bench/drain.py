@@ -6,7 +6,8 @@ by vitals_demo's generator and parsed by the endpoint's own parse_beacon,
 spread over the last --days days in arrival order (page views in time order,
 a few late ones), one stream entry per beacon as the endpoint appends them.
 Then it times the drain done by the real consumer code, StreamConsumer
-with metrics_store as `manage.py worker` runs it: raw rows, deduplication
+with metrics_prepare and metrics_write as `manage.py worker` runs it
+(the next batch read and prepared while one is written): raw rows, deduplication
 and rollups, in one process here, or in --consumers N
 `manage.py worker` processes. Afterwards it checks that every metric was
 stored once and counted once in the rollups.
@@ -365,7 +366,7 @@ class DrainRun:
     finished: bool
     cpu_seconds: float | None
     wall_seconds: float
-    # Seconds per batch read and written, in this process only.
+    # Seconds per poll (a few batches, read and written), in this process only.
     batches: list[float] = field(default_factory=list)
 
 
@@ -375,11 +376,14 @@ def drain_here(args: argparse.Namespace) -> DrainRun:
     the last commit."""
     from django.db import close_old_connections
 
-    from apps.vitals.services import metrics_store
+    from apps.vitals.services import metrics_prepare, metrics_write
     from apps.vitals.stream import STREAM, StreamConsumer
 
     consumer = StreamConsumer(
-        store=lambda records: metrics_store(records=records), batch_size=args.batch_size, block_ms=100
+        prepare=lambda records: metrics_prepare(records=records),
+        store=lambda batch: metrics_write(batch=batch),
+        batch_size=args.batch_size,
+        block_ms=100,
     )
     consumer.ensure_group()
     profiler = cProfile.Profile() if args.profile else None

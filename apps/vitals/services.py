@@ -2,8 +2,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -83,64 +81,74 @@ def _lock_sites(site_ids: Iterable[int]) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_site_lock_key(site_id)])
 
 
+@dataclass
+class PreparedBatch:
+    """A batch of metric records made ready for ``metrics_write`` without the
+    database (``metrics_prepare``): deduplicated, and its rollup delta summed
+    as if every metric were new, which it nearly always is."""
+
+    latest: dict[tuple[Any, ...], dict[str, Any]]
+    delta: RollupDelta
+
+
+def metrics_prepare(*, records: Sequence[dict[str, Any]], now: datetime | None = None) -> PreparedBatch:
+    """The Python half of ``metrics_store``; it touches no database, so the
+    stream consumer runs it for the next batch on a helper thread while the
+    current batch is being written (apps.vitals.stream)."""
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for record in records:
+        # Within the batch the latest report of each metric wins.
+        latest[(record["site_id"], record["day"], record["metric_id"])] = record
+    delta = RollupDelta(now=now)
+    for record in latest.values():
+        delta.add(record)
+    delta.prepare()
+    return PreparedBatch(latest=latest, delta=delta)
+
+
 def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = None) -> StoreResult:
     """Write metric records (dicts with Metric's columns) and update their
-    rollups, in one transaction.
+    rollups, in one transaction."""
+    return metrics_write(batch=metrics_prepare(records=records, now=now))
 
-    1. Within the batch the latest report of each metric wins.
-    2. New rows are inserted. PostgreSQL: COPY into a staging table, then
+
+def metrics_write(*, batch: PreparedBatch) -> StoreResult:
+    """Write a prepared batch: raw rows and rollups, in one transaction.
+
+    1. New rows are inserted. PostgreSQL: COPY into a staging table, then
        INSERT ... ON CONFLICT DO NOTHING; the unique index tells which were
        stored already, and only those are read back, so that the common
        batch, all new, reads nothing (a lookup of every key is planned from
        statistics, which a partition being filled does not have yet).
-       While the INSERT runs, the rollup delta is summed as if every metric
-       were new; those stored already are then taken out of it again.
        Elsewhere every key is read first.
+    2. The batch's delta counted every metric as new; those stored already
+       are taken out again by a second, small delta (the correction).
     3. A metric reported again with a new value is taken out of its rollup
        with its old value and put back with the new one, and its row
-       updated; one re-delivered with the same value changes nothing (on
-       PostgreSQL it is counted in and out again, a change of zero).
-    4. The rollup delta is merged into the rollup rows.
+       updated; one re-delivered with the same value changes nothing (it is
+       counted in and out again, a change of zero).
+    4. The rollup delta and its correction are merged into the rollup rows.
     """
-    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for record in records:
-        latest[tuple(record[k] for k in _ROW_KEY)] = record
+    latest = batch.latest
     if not latest:
         return StoreResult(0, 0, 0, 0)
     with transaction.atomic():
         _lock_sites(key[0] for key in latest)
         ensure_partitions({key[1] for key in latest})
-        speculative: RollupDelta | None = None
-        if connection.vendor == "postgresql":
-            # New metrics go in unread: the unique index tells which were
-            # stored already, and only those are read back. While PostgreSQL
-            # inserts them, this process sums the batch's rollup delta as if
-            # every metric were new, which it nearly always is.
-            new_rows = list(latest.values())
-            with _inserting_new_postgresql(new_rows) as insert:
-                speculative = RollupDelta(now=now)
-                for record in new_rows:
-                    speculative.add(record)
-                speculative.prepare()
-            inserted = insert.result()
-            stored = _stored_rows([key for key in latest if key not in inserted])
-        else:
-            inserted = set()
-            stored = _stored_rows(list(latest))
-        delta = speculative if speculative is not None else RollupDelta(now=now)
-        # Metrics counted as new that were stored already are taken out again
-        # by a second, small delta: the first one is summed already.
-        correction = RollupDelta(now=now) if speculative is not None else delta
+        postgresql = connection.vendor == "postgresql"
+        # Elsewhere every key is read.
+        already = _insert_new_postgresql(list(latest.values())) if postgresql else set(latest)
+        stored = _stored_rows(list(already))
+        # The same moment as the delta's: a metric near the minute horizon
+        # is taken out of the bucket it was counted in.
+        correction = RollupDelta(now=batch.delta.now)
         fresh, changed = [], []
         for key, record in latest.items():
             old = stored.get(key)
-            if key in inserted or old is None:
+            if old is None:
                 fresh.append(record)
-                if speculative is None:
-                    delta.add(record)
                 continue
-            if speculative is not None:
-                correction.add(record, -1)
+            correction.add(record, -1)
             if old["value"] != record["value"]:
                 changed.append(record)
                 correction.add(old, -1)
@@ -149,11 +157,13 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
                 correction.add(
                     {**old, "value": record["value"], "rating": record["rating"], "attribution": record["attribution"]}
                 )
-        if connection.vendor == "postgresql":
-            _write_postgresql([r for r in fresh + changed if tuple(r[k] for k in _ROW_KEY) not in inserted])
+        if postgresql:
+            # The rows inserted above are written already.
+            if already:
+                _write_postgresql([r for r in fresh + changed if tuple(r[k] for k in _ROW_KEY) in already])
         else:
             _write_portable(fresh, changed)
-        written = delta.apply(correction if correction is not delta else None)
+        written = batch.delta.apply(correction)
     return StoreResult(
         inserted=len(fresh),
         replaced=len(changed),
@@ -177,6 +187,8 @@ _STORED_COLUMNS = (
 
 def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if not keys:
+        return rows
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
@@ -202,49 +214,26 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
     return rows
 
 
-class _PendingInsert:
-    def __init__(self, future: "Future[set[tuple[Any, ...]]]") -> None:
-        self.future = future
-
-    def result(self) -> set[tuple[Any, ...]]:
-        """The keys of the rows inserted; the statement's error, as Django's."""
-        with connection.wrap_database_errors:
-            return self.future.result()
-
-
-_inserter: ThreadPoolExecutor | None = None
-
-
-@contextmanager
-def _inserting_new_postgresql(records: list[dict[str, Any]]) -> Iterator[_PendingInsert]:
-    """COPY ``records`` into the staging table, then insert those not stored
-    yet while the body of the ``with`` runs: the INSERT goes to PostgreSQL
-    from a thread, which waits on the server without holding the GIL, so
-    the body (which must not use the database) runs alongside it. The
-    staging table keeps every record for _write_postgresql."""
-    global _inserter
+def _insert_new_postgresql(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """COPY ``records`` into the staging table and insert those not stored
+    yet; returns the keys of the others, stored already. The staging table
+    keeps every record for _write_postgresql."""
     with connection.cursor() as cursor:
         # Per session, emptied at each commit: the staging area for COPY.
         stage_create(cursor, "vitals_metric_stage", "vitals_metric", COLUMNS)
         copy_rows(cursor, "vitals_metric_stage", COLUMNS, map(itemgetter(*COLUMNS), records))
-    if _inserter is None:
-        _inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitals-insert")
-    future = _inserter.submit(_insert_staged, connection.connection)
-    try:
-        yield _PendingInsert(future)
-    finally:
-        # The connection is this thread's again only once the statement is done.
-        wait([future])
-
-
-def _insert_staged(raw: Any) -> set[tuple[Any, ...]]:
-    # psycopg's own connection, in this transaction: Django's wrapper may only
-    # be used by the thread that opened it.
-    with raw.cursor() as cursor:
+        # The rows not inserted, found by PostgreSQL (an anti-join of the
+        # staging table with the inserted keys): the usual batch, all new,
+        # then sends nothing back, where returning the inserted keys would
+        # make a Python tuple per metric.
+        key = ", ".join(_ROW_KEY)
         cursor.execute(
-            f"INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
+            f"WITH inserted AS (INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
             f"SELECT {', '.join(COLUMNS)} FROM vitals_metric_stage "
-            f"ON CONFLICT (site_id, day, metric_id) DO NOTHING RETURNING {', '.join(_ROW_KEY)}"
+            f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
+            f"SELECT {key} FROM vitals_metric_stage s WHERE NOT EXISTS (SELECT FROM inserted i WHERE "
+            + " AND ".join(f"i.{c} = s.{c}" for c in _ROW_KEY)
+            + ")"
         )
         return {tuple(row) for row in cursor.fetchall()}
 

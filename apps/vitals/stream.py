@@ -13,7 +13,10 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -67,19 +70,41 @@ def stream_backlog() -> int:
     return int(redis_client().xlen(STREAM))
 
 
+# How long one poll keeps reading ahead while the stream has more: the
+# worker's loop runs its heartbeat and periodic jobs between polls, and its
+# heartbeat counts as stale after three missed beats (apps.resilience.health).
+POLL_SECONDS = 5.0
+
+
+@dataclass
+class _Batch:
+    """Stream entries read and decoded, their records prepared for ``store``."""
+
+    ids: list[bytes]
+    metrics: int
+    prepared: Any
+
+
 class StreamConsumer:
-    """One member of the consumer group. ``store`` writes a list of records
-    and raises on failure; it runs in the consumer's own process."""
+    """One member of the consumer group.
+
+    ``prepare`` turns a batch of records into what ``store`` takes (by
+    default, the records themselves); it must not use the database, since it
+    runs on a helper thread. ``store`` writes a batch and raises on failure;
+    it runs in the consumer's own thread, which holds its database connection.
+    """
 
     def __init__(
         self,
         *,
-        store: Callable[[list[dict[str, Any]]], object],
+        store: Callable[[Any], object],
+        prepare: Callable[[list[dict[str, Any]]], Any] | None = None,
         name: str | None = None,
         batch_size: int = 5000,
         block_ms: int = 1000,
     ) -> None:
         self.store = store
+        self.prepare = prepare or (lambda records: records)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -90,6 +115,7 @@ class StreamConsumer:
         )
         # After a failed write, our own pending entries are retried first.
         self._retry_own_pending = True
+        self._reader: ThreadPoolExecutor | None = None
 
     def ensure_group(self) -> None:
         try:
@@ -100,15 +126,43 @@ class StreamConsumer:
                 raise
 
     def poll(self) -> int:
-        """Read and write one batch; returns the metrics written."""
+        """Read and write batches while the stream has more, for up to
+        POLL_SECONDS; returns the metrics written.
+
+        1. Our own pending entries (left by a failed write) go first, one
+           batch per poll, on their own.
+        2. Then new entries: while one batch is written (this thread mostly
+           waits on PostgreSQL, which releases the GIL) the next one is read,
+           decoded and prepared on a helper thread, so the Python work of a
+           batch costs no time of its own.
+        3. Every batch read is written before poll returns: entries are
+           pending only while they are being written, or after a failure.
+        """
         if self._retry_own_pending:
-            response = self.client.xreadgroup(GROUP, self.name, {STREAM: "0"}, count=self.batch_size)
-            entries = response[0][1] if response else []
-            if entries:
-                return self._process(entries)
+            batch = self._read("0", block_ms=None)
+            if batch.ids:
+                return self._write(batch)
             self._retry_own_pending = False
-        response = self.client.xreadgroup(GROUP, self.name, {STREAM: ">"}, count=self.batch_size, block=self.block_ms)
-        return self._process(response[0][1] if response else [])
+        batch = self._read(">", block_ms=self.block_ms)
+        written = 0
+        deadline = time.monotonic() + POLL_SECONDS
+        while batch.ids:
+            following = None
+            if time.monotonic() < deadline:
+                if self._reader is None:
+                    self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitals-stream-read")
+                following = self._reader.submit(self._read, ">", block_ms=None)
+            try:
+                written += self._write(batch)
+            finally:
+                # On failure the entries it read are ours, pending, and
+                # retried first by the next poll.
+                if following is not None:
+                    wait([following])
+            if following is None:
+                break
+            batch = following.result()
+        return written
 
     def reclaim(self) -> int:
         """Take over entries another consumer read but never acknowledged."""
@@ -117,11 +171,13 @@ class StreamConsumer:
         )
         if entries:
             logger.info("claimed %d pending stream entries from dead consumers", len(entries))
-        return self._process(entries)
+        return self._write(self._decoded(entries))
 
-    def _process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-        if not entries:
-            return 0
+    def _read(self, start: str, *, block_ms: int | None) -> _Batch:
+        response = self.client.xreadgroup(GROUP, self.name, {STREAM: start}, count=self.batch_size, block=block_ms)
+        return self._decoded(response[0][1] if response else [])
+
+    def _decoded(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> _Batch:
         records: list[dict[str, Any]] = []
         good_ids, bad = [], []
         for entry_id, fields in entries:
@@ -136,16 +192,21 @@ class StreamConsumer:
             self.client.xadd(DEAD_LETTERS, {**fields, b"error": error.encode(), b"id": entry_id})
             self._ack([entry_id])
         if not good_ids:
+            return _Batch(ids=[], metrics=0, prepared=None)
+        return _Batch(ids=good_ids, metrics=len(records), prepared=self.prepare(records))
+
+    def _write(self, batch: _Batch) -> int:
+        if not batch.ids:
             return 0
         try:
-            self.store(records)
+            self.store(batch.prepared)
         except DatabaseError:
             # Unacknowledged entries stay pending and are retried; nothing
             # is lost while the database is away.
             self._retry_own_pending = True
             raise
-        self._ack(good_ids)
-        return len(records)
+        self._ack(batch.ids)
+        return batch.metrics
 
     def _ack(self, ids: list[bytes]) -> None:
         pipe = self.client.pipeline(transaction=False)

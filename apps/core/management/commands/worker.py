@@ -16,7 +16,7 @@ from django.db import DatabaseError, close_old_connections
 
 from apps.core.locks import job_lock
 from apps.resilience.breakers import breaker
-from apps.vitals.services import metrics_store
+from apps.vitals.services import PreparedBatch, metrics_prepare, metrics_write
 from apps.vitals.stream import StreamConsumer
 from perfhub.telemetry import configure_tracing
 
@@ -51,12 +51,17 @@ def default_jobs() -> list[PeriodicJob]:
     ]
 
 
-def _store_behind_breaker(records: list[dict[str, object]]) -> object:
-    """Stream records into the database through its breaker, whose state the
-    web processes show as the "database down" degradation mode. An open
-    breaker is a DatabaseError to the consumer: the entries stay pending."""
+def _prepare(records: list[dict[str, object]]) -> PreparedBatch:
+    return metrics_prepare(records=records)
+
+
+def _store_behind_breaker(batch: PreparedBatch) -> object:
+    """Write a batch of stream records to the database through its breaker,
+    whose state the web processes show as the "database down" degradation
+    mode. An open breaker is a DatabaseError to the consumer: the entries
+    stay pending."""
     try:
-        return breaker("database").call(metrics_store, records=records)
+        return breaker("database").call(metrics_write, batch=batch)
     except pybreaker.CircuitBreakerError as exc:
         raise DatabaseError(str(exc)) from exc
 
@@ -105,7 +110,7 @@ class Command(BaseCommand):
     def _stream_consumer(self) -> "StreamConsumer | None":
         if not settings.REDIS_URL:
             return None  # the embedded default writes beacons in the request
-        consumer = StreamConsumer(store=_store_behind_breaker)
+        consumer = StreamConsumer(prepare=_prepare, store=_store_behind_breaker)
         consumer.ensure_group()
         self.stdout.write(f"Consuming the beacon stream as {consumer.name}.")
         return consumer
