@@ -3,6 +3,9 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +15,7 @@ from django.utils import timezone
 from apps.vitals.beacon import BeaconError, parse_beacon
 from apps.vitals.models import RouteRule, Site
 from apps.vitals.normalize import parse_user_agent
-from apps.vitals.services import metrics_store
+from apps.vitals.services import PreparedBatch, metrics_prepare, metrics_write
 
 # Shapes of real field data: medians and spreads of log-normal distributions
 # per metric, roughly as CrUX shows them for a mid-sized shop. Mobile is
@@ -59,11 +62,72 @@ USER_AGENTS = [  # (user agent, weight)
 COUNTRIES = [("US", 35), ("DE", 15), ("GB", 12), ("IN", 12), ("BR", 8), ("FR", 8), ("JP", 10)]
 CONNECTIONS = [("4g", 85), ("3g", 12), ("2g", 3)]
 NAVIGATION_TYPES = [("navigate", 78), ("reload", 5), ("back-forward-cache", 10), ("prerender", 4), ("back-forward", 3)]
-BATCH = 5000
+# Page views per write: 50,000 metrics, as many as a worker's batch or more,
+# so that each hour, day and week block is rewritten a few times, not once
+# per thousand metrics.
+BATCH_PAGEVIEWS = 10_000
 
 
 def _pick(rng: random.Random, choices: list[tuple[Any, int]]) -> Any:
     return rng.choices([c for c, _ in choices], weights=[w for _, w in choices])[0]
+
+
+@dataclass
+class _Demo:
+    """The page views to generate, in time order, batch by batch."""
+
+    site: Site
+    rules: list[tuple[str, str]]
+    rng: random.Random
+    pageviews: int
+    days: int
+    sample_rate: float
+    beacon: Callable[..., dict[str, Any]]
+    now: datetime = field(default_factory=timezone.now)
+
+    def __post_init__(self) -> None:
+        self.clients = [(parse_user_agent(ua), weight) for ua, weight in USER_AGENTS]
+        self.releases = [f"2026.{n:02d}.1-demo" for n in range(1, 4)]
+        self.start = self.now - timedelta(days=self.days)
+        self.span = (self.now - self.start).total_seconds()
+
+    def batch(self, first: int) -> PreparedBatch:
+        """Page views ``first`` to ``first + BATCH_PAGEVIEWS``, parsed by the
+        endpoint's code and prepared for metrics_write (no database)."""
+        records: list[dict[str, Any]] = []
+        rng = self.rng
+        for index in range(first, min(first + BATCH_PAGEVIEWS, self.pageviews)):
+            # In time order, as real traffic arrives: each batch then
+            # touches the rollup blocks of a few hours, not of every day.
+            at = self.start + timedelta(seconds=(index + rng.random()) / self.pageviews * self.span)
+            # Releases roll out over the period; each is a little faster.
+            release_index = min(
+                int((at - self.start).total_seconds() / self.span * len(self.releases)), len(self.releases) - 1
+            )
+            client = _pick(rng, self.clients)
+            path_template, _, route_factor = rng.choices(ROUTES, weights=[r[1] for r in ROUTES])[0]
+            beacon = self.beacon(
+                rng,
+                at=at,
+                path=path_template.format(n=rng.randint(1, 500)),
+                factor=route_factor * DEVICE_FACTOR[client.device_class] * (1 - 0.07 * release_index),
+                release=self.releases[release_index],
+                sample_rate=self.sample_rate,
+            )
+            try:
+                parsed = parse_beacon(
+                    beacon,
+                    site=self.site,
+                    rules=self.rules,
+                    client=client,
+                    country=_pick(rng, COUNTRIES),
+                    referer="",
+                    received_at=at + timedelta(seconds=5),
+                )
+            except BeaconError as exc:
+                raise CommandError(f"generated beacon refused: {exc.message}") from exc
+            records.extend(parsed.records)
+        return metrics_prepare(records=records, now=self.now)
 
 
 class Command(BaseCommand):
@@ -86,50 +150,32 @@ class Command(BaseCommand):
         if not 0 < sample_rate <= 1:
             raise CommandError("--sample-rate must be above 0 and at most 1.")
         target, _ = Site.objects.get_or_create(name=site, defaults={"allowed_origins": ["*"]})
-        rules = list(RouteRule.objects.filter(site=target).values_list("pattern", "route"))
-        rng = random.Random(seed)  # noqa: S311 - demo data, not security
-        clients = [(parse_user_agent(ua), weight) for ua, weight in USER_AGENTS]
-        releases = [f"2026.{n:02d}.1-demo" for n in range(1, 4)]
-        now = timezone.now()
-        start = now - timedelta(days=days)
-        span = (now - start).total_seconds()
-        batch: list[dict[str, Any]] = []
+        demo = _Demo(
+            site=target,
+            rules=list(RouteRule.objects.filter(site=target).values_list("pattern", "route")),
+            rng=random.Random(seed),  # noqa: S311 - demo data, not security
+            pageviews=pageviews,
+            days=days,
+            sample_rate=sample_rate,
+            beacon=self._beacon,
+        )
         written = 0
         began = time.monotonic()
-        for index in range(pageviews):
-            # In time order, as real traffic arrives: each batch then
-            # touches the rollup blocks of a few hours, not of every day.
-            at = start + timedelta(seconds=(index + rng.random()) / pageviews * span)
-            # Releases roll out over the period; each is a little faster.
-            release_index = min(int((at - start).total_seconds() / span * len(releases)), len(releases) - 1)
-            client = _pick(rng, clients)
-            path_template, _, route_factor = rng.choices(ROUTES, weights=[r[1] for r in ROUTES])[0]
-            beacon = self._beacon(
-                rng,
-                at=at,
-                path=path_template.format(n=rng.randint(1, 500)),
-                factor=route_factor * DEVICE_FACTOR[client.device_class] * (1 - 0.07 * release_index),
-                release=releases[release_index],
-                sample_rate=sample_rate,
-            )
-            try:
-                parsed = parse_beacon(
-                    beacon,
-                    site=target,
-                    rules=rules,
-                    client=client,
-                    country=_pick(rng, COUNTRIES),
-                    referer="",
-                    received_at=at + timedelta(seconds=5),
-                )
-            except BeaconError as exc:
-                raise CommandError(f"generated beacon refused: {exc.message}") from exc
-            batch.extend(parsed.records)
-            if len(batch) >= BATCH or index == pageviews - 1:
-                metrics_store(records=batch, now=now)
-                written += len(batch)
-                batch = []
-                self._progress(index + 1, pageviews, written, began)
+        batches = range(0, pageviews, BATCH_PAGEVIEWS)
+        # Page views are generated and their rollup deltas summed (Python)
+        # on a helper thread while this one writes the previous batch
+        # (mostly waiting on the database, which releases the GIL). One
+        # thread, so the random generator runs in order: a seed still gives
+        # the same data.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitals-demo") as generator:
+            following = generator.submit(demo.batch, batches[0])
+            for first in batches:
+                batch = following.result()
+                if first + BATCH_PAGEVIEWS < pageviews:
+                    following = generator.submit(demo.batch, first + BATCH_PAGEVIEWS)
+                metrics_write(batch=batch)
+                written += len(batch.latest)
+                self._progress(min(first + BATCH_PAGEVIEWS, pageviews), pageviews, written, began)
         self.stdout.write("")
         elapsed = time.monotonic() - began
         self.stdout.write(
