@@ -4,6 +4,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from types import FrameType
 
@@ -17,7 +18,7 @@ from django.db import DatabaseError, close_old_connections
 from apps.core.locks import job_lock
 from apps.resilience.breakers import breaker
 from apps.vitals.services import PreparedBatch, metrics_prepare, metrics_write
-from apps.vitals.stream import StreamConsumer
+from apps.vitals.stream import StreamConsumer, gc_tuned_for_batches
 from perfhub.telemetry import configure_tracing
 
 logger = logging.getLogger("perfhub.worker")
@@ -82,29 +83,30 @@ class Command(BaseCommand):
         self.stdout.write(f"PerfHub worker {identity} started with {len(jobs)} periodic job(s).")
         consumer = self._stream_consumer()
         next_heartbeat = next_reclaim = 0.0
-        while not self.stopping:
-            now = time.monotonic()
-            if now >= next_heartbeat:
-                self._heartbeat(identity)
-                next_heartbeat = now + settings.WORKER_HEARTBEAT_SECONDS
-            for job in jobs:
-                if once or now >= job.next_run:
-                    self._run(job)
-                    job.next_run = time.monotonic() + job.interval
-            if consumer is not None:
-                if now >= next_reclaim:
-                    self._consume(consumer.reclaim)
-                    next_reclaim = now + 30
-                # Blocks up to a second when the stream is idle, which also
-                # paces the loop.
-                written = self._consume(consumer.poll)
-                while once and written:
+        with gc_tuned_for_batches() if consumer is not None else nullcontext():
+            while not self.stopping:
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self._heartbeat(identity)
+                    next_heartbeat = now + settings.WORKER_HEARTBEAT_SECONDS
+                for job in jobs:
+                    if once or now >= job.next_run:
+                        self._run(job)
+                        job.next_run = time.monotonic() + job.interval
+                if consumer is not None:
+                    if now >= next_reclaim:
+                        self._consume(consumer.reclaim)
+                        next_reclaim = now + 30
+                    # Blocks up to a second when the stream is idle, which also
+                    # paces the loop.
                     written = self._consume(consumer.poll)
-            elif not once:
-                # Short sleeps keep shutdown prompt after a signal.
-                time.sleep(0.5)
-            if once:
-                break
+                    while once and written:
+                        written = self._consume(consumer.poll)
+                elif not once:
+                    # Short sleeps keep shutdown prompt after a signal.
+                    time.sleep(0.5)
+                if once:
+                    break
         self.stdout.write(f"PerfHub worker {identity} stopped.")
 
     def _stream_consumer(self) -> "StreamConsumer | None":

@@ -16,6 +16,7 @@ from apps.vitals.beacon import BeaconError, parse_beacon
 from apps.vitals.models import RouteRule, Site
 from apps.vitals.normalize import parse_user_agent
 from apps.vitals.services import PreparedBatch, metrics_prepare, metrics_write
+from apps.vitals.stream import gc_tuned_for_batches
 
 # Shapes of real field data: medians and spreads of log-normal distributions
 # per metric, roughly as CrUX shows them for a mid-sized shop. Mobile is
@@ -167,7 +168,7 @@ class Command(BaseCommand):
         # (mostly waiting on the database, which releases the GIL). One
         # thread, so the random generator runs in order: a seed still gives
         # the same data.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitals-demo") as generator:
+        with gc_tuned_for_batches(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitals-demo") as generator:
             following = generator.submit(demo.batch, batches[0])
             for first in batches:
                 batch = following.result()
