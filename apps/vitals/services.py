@@ -26,7 +26,8 @@ from apps.vitals.stream import stream_append
 
 logger = logging.getLogger(__name__)
 
-# The columns of a raw metric row, in COPY order.
+# The columns of a raw metric row, in COPY order (attribution last, see
+# metrics_prepare).
 COLUMNS = (
     "site_id",
     "day",
@@ -52,6 +53,9 @@ COLUMNS = (
     "attribution",
 )
 _ROW_KEY = ("site_id", "day", "metric_id")
+# The staging table holds attribution as JSON text, cast to jsonb on insert.
+_STAGED = tuple(f"{c}::text AS {c}" if c == "attribution" else c for c in COLUMNS)
+_FROM_STAGE = ", ".join(f"{c}::jsonb" if c == "attribution" else c for c in COLUMNS)
 # Columns a later report of the same metric replaces; the rest (and so the
 # row's time bucket and dimensions) stay those of the first report.
 _REPLACED = ("value", "rating", "received_at", "attribution")
@@ -89,6 +93,8 @@ class PreparedBatch:
 
     latest: dict[tuple[Any, ...], dict[str, Any]]
     delta: RollupDelta
+    # PostgreSQL: the rows of ``latest`` as COPY sends them.
+    copy_rows: list[tuple[Any, ...]]
 
 
 def metrics_prepare(*, records: Sequence[dict[str, Any]], now: datetime | None = None) -> PreparedBatch:
@@ -103,7 +109,13 @@ def metrics_prepare(*, records: Sequence[dict[str, Any]], now: datetime | None =
     for record in latest.values():
         delta.add(record)
     delta.prepare()
-    return PreparedBatch(latest=latest, delta=delta)
+    rows = []
+    if connection.vendor == "postgresql":
+        # Made here, with the attribution as JSON text, so that the thread
+        # that writes the batch (and holds the transaction) only sends them.
+        values = itemgetter(*COLUMNS[:-1])
+        rows = [(*values(record), json.dumps(record["attribution"])) for record in latest.values()]
+    return PreparedBatch(latest=latest, delta=delta, copy_rows=rows)
 
 
 def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = None) -> StoreResult:
@@ -137,7 +149,7 @@ def metrics_write(*, batch: PreparedBatch) -> StoreResult:
         ensure_partitions({key[1] for key in latest})
         postgresql = connection.vendor == "postgresql"
         # Elsewhere every key is read.
-        already = _insert_new_postgresql(list(latest.values())) if postgresql else set(latest)
+        already = _insert_new_postgresql(batch.copy_rows) if postgresql else set(latest)
         stored = _stored_rows(list(already))
         # The same moment as the delta's: a metric near the minute horizon
         # is taken out of the bucket it was counted in.
@@ -214,14 +226,14 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
     return rows
 
 
-def _insert_new_postgresql(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """COPY ``records`` into the staging table and insert those not stored
-    yet; returns the keys of the others, stored already. The staging table
-    keeps every record for _write_postgresql."""
+def _insert_new_postgresql(rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """COPY ``rows`` (PreparedBatch.copy_rows) into the staging table and
+    insert those not stored yet; returns the keys of the others, stored
+    already. The staging table keeps every row for _write_postgresql."""
     with connection.cursor() as cursor:
         # Per session, emptied at each commit: the staging area for COPY.
-        stage_create(cursor, "vitals_metric_stage", "vitals_metric", COLUMNS)
-        copy_rows(cursor, "vitals_metric_stage", COLUMNS, map(itemgetter(*COLUMNS), records))
+        stage_create(cursor, "vitals_metric_stage", "vitals_metric", _STAGED)
+        copy_rows(cursor, "vitals_metric_stage", COLUMNS, rows)
         # The rows not inserted, found by PostgreSQL (an anti-join of the
         # staging table with the inserted keys): the usual batch, all new,
         # then sends nothing back, where returning the inserted keys would
@@ -229,7 +241,7 @@ def _insert_new_postgresql(records: list[dict[str, Any]]) -> set[tuple[Any, ...]
         key = ", ".join(_ROW_KEY)
         cursor.execute(
             f"WITH inserted AS (INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
-            f"SELECT {', '.join(COLUMNS)} FROM vitals_metric_stage "
+            f"SELECT {_FROM_STAGE} FROM vitals_metric_stage "
             f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
             f"SELECT {key} FROM vitals_metric_stage s WHERE NOT EXISTS (SELECT FROM inserted i WHERE "
             + " AND ".join(f"i.{c} = s.{c}" for c in _ROW_KEY)
@@ -252,7 +264,7 @@ def _write_postgresql(records: list[dict[str, Any]]) -> None:
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _REPLACED)
         cursor.execute(
             f"INSERT INTO vitals_metric ({', '.join(COLUMNS)}) "
-            f"SELECT {', '.join(COLUMNS)} FROM vitals_metric_stage "
+            f"SELECT {_FROM_STAGE} FROM vitals_metric_stage "
             f"ON CONFLICT (site_id, day, metric_id) DO UPDATE SET {updates}"
         )
 
