@@ -565,6 +565,8 @@ class RollupDelta:
         if not self.rows:
             return
         self._rollup_totals()
+        if connection.vendor == "postgresql":
+            self._rollup_copy_rows()
         self.dimension_aggregates()
         self.attribution_aggregates()
 
@@ -572,6 +574,17 @@ class RollupDelta:
         if "rollups" not in self._summed:
             self._summed["rollups"] = self.batch().rollups()
         return self._summed["rollups"]
+
+    def _rollup_copy_rows(self) -> list[list[Any]]:
+        """The Rollup deltas as _add_postgresql takes them: key, SUMS, and
+        the sketch as JSON text."""
+        if "rollup_rows" not in self._summed:
+            keys, totals = self._rollup_totals()
+            self._summed["rollup_rows"] = [
+                [*key, *sums, sketch]
+                for key, sums, sketch in zip(keys, totals.sums_lists(), totals.sparse_texts(), strict=True)
+            ]
+        return self._summed["rollup_rows"]
 
     def rollup_aggregates(self) -> dict[RollupKey, Aggregate]:
         """The Rollup deltas, one Aggregate per row."""
@@ -619,6 +632,7 @@ class RollupDelta:
                 more_keys, more_totals = correction._rollup_totals()
                 groups, distinct = _codes(keys + more_keys)
                 self._summed["rollups"] = (distinct, (totals + more_totals).grouped(groups, len(distinct)))
+                self._summed.pop("rollup_rows", None)
                 written = self.apply()
                 return (
                     written
@@ -641,15 +655,12 @@ class RollupDelta:
         if self.rows:
             # Rollup deltas are mostly new rows: the database adds the few
             # that meet a stored one, straight from the batch's totals.
-            keys, totals = self._rollup_totals()
+            _, totals = self._rollup_totals()
             written += _add_postgresql(
                 Rollup,
                 _ROLLUP_KEY,
                 Aggregate,
-                (
-                    [*key, *sums, sketch]
-                    for key, sums, sketch in zip(keys, totals.sums_lists(), totals.sparse_texts(), strict=True)
-                ),
+                self._rollup_copy_rows(),
                 negative=bool((totals.samples <= 0).any()),
             )
         if self.folded:
