@@ -565,10 +565,12 @@ class RollupDelta:
         if not self.rows:
             return
         self._rollup_totals()
-        if connection.vendor == "postgresql":
-            self._rollup_copy_rows()
         self.dimension_aggregates()
         self.attribution_aggregates()
+        if connection.vendor == "postgresql":
+            self._rollup_copy_rows()
+            self._lookup("dimensions")
+            self._lookup("attributions")
 
     def _rollup_totals(self) -> tuple[list[RollupKey], _Totals]:
         if "rollups" not in self._summed:
@@ -596,6 +598,16 @@ class RollupDelta:
         for key, aggregate in self.folded.items():
             _fold(out, key, aggregate)
         return out
+
+    def _lookup(self, blocks: str) -> str:
+        """The keys of the ``blocks`` ("dimensions" or "attributions")
+        deltas, as _merged_with_stored_postgresql looks their stored rows
+        up."""
+        name = f"{blocks} lookup"
+        if name not in self._summed:
+            aggregates = self.dimension_aggregates() if blocks == "dimensions" else self.attribution_aggregates()
+            self._summed[name] = _keys_json(list(aggregates))
+        return self._summed[name]
 
     def dimension_aggregates(self) -> dict[DimensionKey, DenseAggregate]:
         """The DimensionRollup deltas at every level."""
@@ -677,10 +689,21 @@ class RollupDelta:
         # Block rows are mostly stored already, with sketches of a hundred
         # buckets or more: merging them in Python costs a fraction of what
         # vitals_sketch_merge does in SQL.
-        written += _replace_postgresql(DimensionRollup, _DIMENSION_KEY, DenseAggregate, self.dimension_aggregates())
-        written += _replace_postgresql(
-            AttributionRollup, _ATTRIBUTION_KEY, AttributionAggregate, self.attribution_aggregates()
-        )
+        if self.rows and self.dimensions:
+            written += _replace_postgresql(
+                DimensionRollup,
+                _DIMENSION_KEY,
+                DenseAggregate,
+                self.dimension_aggregates(),
+                lookup=self._lookup("dimensions"),
+            )
+            written += _replace_postgresql(
+                AttributionRollup,
+                _ATTRIBUTION_KEY,
+                AttributionAggregate,
+                self.attribution_aggregates(),
+                lookup=self._lookup("attributions"),
+            )
         return written
 
 
@@ -740,7 +763,12 @@ def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, 
 
 
 def _replace_postgresql(
-    model: type[Model], key_fields: tuple[str, ...], kind: Any, aggregates: Mapping[tuple[Any, ...], Any]
+    model: type[Model],
+    key_fields: tuple[str, ...],
+    kind: Any,
+    aggregates: Mapping[tuple[Any, ...], Any],
+    *,
+    lookup: str | None = None,
 ) -> int:
     """Merge each delta with its stored row here and write the totals back:
     COPY into a staging table, then one INSERT ... ON CONFLICT that replaces
@@ -748,7 +776,7 @@ def _replace_postgresql(
     if not aggregates:
         return 0
     table = model._meta.db_table
-    merged = _merged_with_stored_postgresql(model, key_fields, kind, aggregates)
+    merged = _merged_with_stored_postgresql(model, key_fields, kind, aggregates, lookup or _keys_json(list(aggregates)))
     emptied = [item.pk for item in merged.values() if item.aggregate.samples <= 0 and item.pk is not None]
 
     def rows() -> Any:
@@ -779,11 +807,16 @@ def _replace_postgresql(
 
 
 def _merged_with_stored_postgresql(
-    model: type[Model], key_fields: tuple[str, ...], kind: Any, aggregates: Mapping[tuple[Any, ...], Any]
+    model: type[Model],
+    key_fields: tuple[str, ...],
+    kind: Any,
+    aggregates: Mapping[tuple[Any, ...], Any],
+    lookup: str,
 ) -> dict[tuple[Any, ...], "Stored"]:
     """Each delta merged with its stored row, read in one query: the keys go
-    as one JSON array (far cheaper to send than a typed array per column),
-    joined on the unique index."""
+    as one JSON array, ``lookup`` (_keys_json of the aggregates' keys, in
+    order; far cheaper to send than a typed array per column), joined on the
+    unique index."""
     keys = list(aggregates)
     table = model._meta.db_table
     fields = {f.attname: f for f in model._meta.concrete_fields}
@@ -798,7 +831,7 @@ def _merged_with_stored_postgresql(
             f"SELECT k.n, r.id, {', '.join(f'r.{c}' for c in kind.STORED)} "
             "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS k(key, n) "
             f"JOIN {table} r ON " + " AND ".join(matches),
-            [json.dumps(keys, default=_isoformat)],
+            [lookup],
         )
         for n, pk, *values in cursor.fetchall():
             found = merged[keys[n - 1]]
@@ -808,10 +841,20 @@ def _merged_with_stored_postgresql(
     return merged
 
 
-def _isoformat(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
+def _keys_json(keys: list[tuple[Any, ...]]) -> str:
+    """Rollup keys as one JSON array, their bucket starts as ISO text: a
+    batch has few distinct ones, each formatted once."""
+    starts: dict[datetime, str] = {}
+
+    def isoformat(value: object) -> str:
+        if not isinstance(value, datetime):
+            raise TypeError(f"cannot encode {type(value).__name__}")
+        text = starts.get(value)
+        if text is None:
+            text = starts[value] = value.isoformat()
+        return text
+
+    return json.dumps(keys, default=isoformat)
 
 
 def _apply_portable(model: type[Model], key_fields: tuple[str, ...], aggregates: Mapping[tuple[Any, ...], Any]) -> int:
