@@ -215,12 +215,13 @@ def test_the_database_mode_follows_its_breaker_and_shows_a_banner(viewer_client:
     from django.db import DatabaseError
 
     from apps.core.management.commands.worker import _store_behind_breaker
+    from apps.vitals.services import metrics_prepare
 
     assert "Database unavailable" not in viewer_client.get("/").content.decode()
     breaker("database").open("test: connection refused")
     # The worker's writes stop at once; the entries stay pending in the stream.
     with pytest.raises(DatabaseError, match="database is open"):
-        _store_behind_breaker([])
+        _store_behind_breaker(metrics_prepare(records=[]))
     html = viewer_client.get("/").content.decode()
     assert "Database unavailable" in html and "test: connection refused" in html
     breaker("database").close("test: recovered")
