@@ -25,7 +25,7 @@ def reset_fillfactor(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("vitals", "0007_attribution_rollups"),
+        ("vitals", "0008_dimension_rollup_dense_columns"),
     ]
 
     operations = [migrations.RunPython(set_fillfactor, reset_fillfactor)]
