@@ -4,6 +4,9 @@ The totals live in a context variable so that concurrent requests in one
 process (threads under gunicorn's gthread worker, tasks under ASGI) never see
 each other's figures. InstrumentationMiddleware opens a ledger per request;
 outside a request (management commands, the worker) nothing is recorded.
+SQL time is added by the instrumented database cursor (apps.metrics.db.cursor),
+which times every query anyway for Prometheus; cache time by the cache
+backends (apps.metrics.cache_backends) through timed_cache_call.
 """
 
 import time
@@ -40,19 +43,6 @@ def request_ledger() -> Iterator[RequestLedger]:
         yield ledger
     finally:
         _ledger.reset(token)
-
-
-def time_sql(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-    """A ``connection.execute_wrapper`` that adds each query's time to the ledger."""
-    ledger = _ledger.get()
-    if ledger is None:
-        return execute(sql, params, many, context)
-    start = time.perf_counter()
-    try:
-        return execute(sql, params, many, context)
-    finally:
-        ledger.db_seconds += time.perf_counter() - start
-        ledger.db_queries += 1
 
 
 @contextmanager

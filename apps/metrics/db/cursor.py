@@ -1,12 +1,14 @@
-"""One cursor wrapper for both of the things PerfHub records per query:
-django-prometheus' query metrics and an OpenTelemetry client span.
+"""One cursor wrapper for everything PerfHub records per query:
+django-prometheus' query metrics, the request's Server-Timing db time and
+an OpenTelemetry client span.
 
 Before, each query went through three wrappers: django-prometheus' cursor
 class, OpenTelemetry's DB-API proxy (sqlite3 or psycopg instrumentation)
-and the Server-Timing ledger. OpenTelemetry's instrumentation also builds a
-new tracer and integration object for every connection, and Django opens a
-SQLite connection per request, so the embedded default paid that on every
-request, traced or not. This class does django-prometheus' accounting with
+and the Server-Timing ledger (a ``connection.execute_wrapper`` that every
+request installed on every connection, with a clock of its own).
+OpenTelemetry's instrumentation also builds a new tracer and integration
+object for every connection, and Django opens a SQLite connection per
+request, so the embedded default paid that on every request, traced or not. This class does django-prometheus' accounting with
 the label children bound once per cursor class, into django-prometheus' own
 metrics (same names and labels), and opens a span only when the current span
 is recording, i.e. inside a sampled request (apps.metrics.tracing). Queries
@@ -20,6 +22,8 @@ from typing import Any
 from django_prometheus.db import errors_total, execute_many_total, execute_total, query_duration_seconds
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+
+from apps.metrics.timing import current_ledger
 
 _tracer = trace.get_tracer("perfhub.db")
 
@@ -48,6 +52,7 @@ def instrumented_cursor_class(cursor_class: type, *, alias: str, vendor: str, se
         attributes["net.peer.port"] = int(settings_dict["PORT"])
 
     def record(call: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        ledger = current_ledger()
         start = time.perf_counter()
         try:
             if trace.get_current_span().is_recording():
@@ -62,7 +67,13 @@ def instrumented_cursor_class(cursor_class: type, *, alias: str, vendor: str, se
             errors_total.labels(alias, vendor, type(error).__name__).inc()
             raise
         finally:
-            duration.observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            duration.observe(seconds)
+            # The request's Server-Timing db figure, from the same clock
+            # readings (one execute or executemany counts as one query).
+            if ledger is not None:
+                ledger.db_seconds += seconds
+                ledger.db_queries += 1
 
     class InstrumentedCursor(cursor_class):
         def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
