@@ -10,11 +10,10 @@ backends (apps.metrics.cache_backends) through timed_cache_call.
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass

@@ -8,12 +8,14 @@ and the Server-Timing ledger (a ``connection.execute_wrapper`` that every
 request installed on every connection, with a clock of its own).
 OpenTelemetry's instrumentation also builds a new tracer and integration
 object for every connection, and Django opens a SQLite connection per
-request, so the embedded default paid that on every request, traced or not. This class does django-prometheus' accounting with
-the label children bound once per cursor class, into django-prometheus' own
-metrics (same names and labels), and opens a span only when the current span
-is recording, i.e. inside a sampled request (apps.metrics.tracing). Queries
-outside any traced request (the worker, management commands) get no span:
-as roots of their own, they were traces of one query each.
+request, so the embedded default paid that on every request, traced or not.
+This class does django-prometheus' accounting with the label children bound
+once per cursor class, into django-prometheus' own metrics (same names and
+labels), adds the time to the request's ledger, and opens a span only when
+the current span is recording, i.e. inside a sampled request
+(apps.metrics.tracing). Queries outside any traced request (the worker,
+management commands) get no span: as roots of their own, they were traces
+of one query each.
 """
 
 import time
