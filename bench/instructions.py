@@ -121,8 +121,11 @@ def instructions(env: dict[str, str], args: argparse.Namespace, requests: int, o
     if args.traceparent:
         command += ["--traceparent", args.traceparent]
     # One hash seed for every run: set and dict layouts, and so the work done,
-    # are then the same from one run to the next.
-    env = {**env, "PYTHONHASHSEED": "0"}
+    # are then the same from one run to the next. One OpenBLAS thread:
+    # numpy (imported by apps.vitals) starts idle BLAS threads that callgrind,
+    # which runs threads in turn, counted as tens of thousands of
+    # instructions per request, more in one run than in another.
+    env = {**env, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise BenchError(f"callgrind run failed:\n{result.stderr[-3000:]}")
