@@ -325,32 +325,29 @@ class DenseSum:
 
 
 def dense_sums(
-    groups: int, group_of_block: Sequence[int], offsets: Sequence[int], blocks: Sequence[bytes]
+    groups: int, group_of_block: Sequence[int], offsets: Sequence[int], blocks: Sequence[np.ndarray]
 ) -> list[tuple[int, np.ndarray] | None]:
-    """The bucket-wise sums of many dense sketches' weights (the bytes of
-    ``dense_columns``, block ``i`` starting at bucket ``offsets[i]`` and
-    belonging to group ``group_of_block[i]``), as (lowest bucket, weights)
-    per group, None for a group without any.
+    """The bucket-wise sums of many dense sketches' weights (``dense_weights``
+    of the bytes of ``dense_columns``, block ``i`` starting at bucket
+    ``offsets[i]`` and belonging to group ``group_of_block[i]``), as (lowest
+    bucket, weights) per group, None for a group without any.
 
     Each group's range of buckets is found first, so that its array is made
-    once and every block added into it in place, read from its bytes without
-    a copy: a dashboard merges thousands of blocks per query. (One bincount
-    over all the blocks at once was faster on an idle machine, but moves
-    four times the memory and was the slower of the two under load.) The
-    sums are bit for bit those of ``DenseSum.add_dense`` block by block."""
+    once and every block added into it in place: a dashboard merges
+    thousands of blocks per query. (One bincount over all the blocks at once
+    was faster on an idle machine, but moves four times the memory and was
+    the slower of the two under load.) The sums are bit for bit those of
+    ``DenseSum.add_dense`` block by block."""
     lows: dict[int, int] = {}
     highs: dict[int, int] = {}
-    views = []
-    for group, offset, block in zip(group_of_block, offsets, blocks, strict=True):
-        weights = dense_weights(block)
-        views.append(weights)
+    for group, offset, weights in zip(group_of_block, offsets, blocks, strict=True):
         end = offset + len(weights)
         if group not in lows:
             lows[group], highs[group] = offset, end
         else:
             lows[group], highs[group] = min(lows[group], offset), max(highs[group], end)
     sums = {group: np.zeros(highs[group] - low) for group, low in lows.items()}
-    for group, offset, weights in zip(group_of_block, offsets, views, strict=True):
+    for group, offset, weights in zip(group_of_block, offsets, blocks, strict=True):
         start = offset - lows[group]
         sums[group][start : start + len(weights)] += weights
     return [(lows[group], sums[group]) if group in sums else None for group in range(groups)]

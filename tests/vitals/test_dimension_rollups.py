@@ -9,6 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -20,7 +21,7 @@ from apps.core.timeranges import TimeRange, time_range_preset
 from apps.vitals.filters import DashboardQuery
 from apps.vitals.models import DimensionRollup, Metric, Site
 from apps.vitals.rollups import HOUR, LEVELS, block_start, blocks
-from apps.vitals.selectors import grouped_rollups
+from apps.vitals.selectors import BlockWeights, block_weights, grouped_rollups
 from apps.vitals.services import metrics_store, rollups_compact
 from apps.vitals.sketch import Sketch
 from tests.helpers import require
@@ -212,3 +213,48 @@ def test_blocks_are_read_in_binary_through_the_instrumented_cursor(
     assert isinstance(weights, bytes) and weights and len(weights) % 8 == 0
     # Every stored metric once, as the raw rows count them.
     assert sum(group.samples for group in groups.values()) == Metric.objects.filter(site=site).count()
+
+
+def test_block_weights_read_before_are_kept_until_the_block_changes(
+    seeded: tuple[Site, list[dict[str, Any]]], django_assert_num_queries: Any
+) -> None:
+    """On PostgreSQL the weights of blocks read before are taken from the
+    process (block_weights, by row version) rather than fetched again, and a
+    block written since is fetched: the answers are a cold read's."""
+    require(connection.vendor == "postgresql", "row versions are PostgreSQL's")
+    site, _ = seeded
+    query = DashboardQuery(site=site, time_range=time_range_preset("28d", now=NOW))
+    scope = (site.pk, "route")
+    block_weights.clear()
+    cold = grouped_rollups(query, by=("route",))
+    kept = block_weights.known(scope)
+    assert kept
+    with django_assert_num_queries(1):
+        warm = grouped_rollups(query, by=("route",))
+    assert {key: (g.samples, g.sketch) for key, g in warm.items()} == {
+        key: (g.samples, g.sketch) for key, g in cold.items()
+    }
+    # Not fetched again: the very arrays kept by the first read.
+    assert all(block_weights.known(scope)[row_id][1] is weights for row_id, (_, weights) in kept.items())
+
+    late = record(site, 10_001, value=9000.0, name="LCP", at=NOW - timedelta(days=10), route="/cart")
+    metrics_store(records=[late], now=NOW)
+    changed = grouped_rollups(query, by=("route",))
+    assert changed[("LCP", "/cart")].samples == cold[("LCP", "/cart")].samples + 1
+    assert changed[("LCP", "/cart")].sketch != cold[("LCP", "/cart")].sketch
+    block_weights.clear()
+    fresh = grouped_rollups(query, by=("route",))
+    assert {key: (g.samples, g.sketch) for key, g in changed.items()} == {
+        key: (g.samples, g.sketch) for key, g in fresh.items()
+    }
+
+
+def test_block_weights_start_over_when_full() -> None:
+    weights = BlockWeights(max_bytes=3 * 8 * 10)
+    block = np.zeros(10)
+    weights.add((1, "route"), [(1, 100, block), (2, 100, block)])
+    weights.add((1, "route"), [(1, 101, block)])
+    assert {row_id: version for row_id, (version, _) in weights.known((1, "route")).items()} == {1: 101, 2: 100}
+    weights.add((2, "site"), [(7, 5, block), (8, 5, block)])
+    assert weights.known((1, "route")) == {}
+    assert list(weights.known((2, "site"))) == [7, 8]

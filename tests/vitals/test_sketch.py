@@ -1,10 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch, bucket_of, dense_sums
+from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch, bucket_of, dense_sums, dense_weights
 
 values = st.lists(
     st.one_of(
@@ -163,7 +164,7 @@ def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int,
     one_by_one = [DenseSum() for _ in range(groups)]
     group_of_block: list[int] = []
     offsets: list[int] = []
-    raw: list[bytes] = []
+    raw: list[np.ndarray] = []
     for group, part in blocks:
         sketch = Sketch()
         for value, weight in part:
@@ -173,7 +174,7 @@ def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int,
         if weights:
             group_of_block.append(group)
             offsets.append(offset)
-            raw.append(weights)
+            raw.append(dense_weights(weights))
     for expected, summed in zip(one_by_one, dense_sums(groups, group_of_block, offsets, raw), strict=True):
         if expected.weights is None:
             assert summed is None
@@ -187,9 +188,9 @@ def test_dense_sums_add_blocks_bit_for_bit_as_one_by_one(blocks: list[tuple[int,
         assert not sums[:start].any() and not sums[start + len(expected.weights) :].any()
 
 
-def test_dense_sums_refuse_a_truncated_block() -> None:
+def test_dense_weights_refuse_a_truncated_block() -> None:
     with pytest.raises(ValueError, match="whole float64s"):
-        dense_sums(1, [0], [3], [b"\x00" * 12])
+        dense_weights(b"\x00" * 12)
     with pytest.raises(ValueError, match="whole float64s"):
         DenseSum().add_dense(0.0, 3, b"\x00" * 12)
 
