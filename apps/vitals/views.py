@@ -14,6 +14,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -383,12 +385,21 @@ def _route_columns(sort: str, descending: bool) -> list[dict[str, Any]]:
     return headers
 
 
+# A routes table cell: the value and its rating as a symbol and words, never
+# colour alone.
+_ROUTE_CELL = (
+    '<td class="num" data-metric="{}">{} <span class="rating-mark rating-mark-{}" title="{}">'
+    '<span aria-hidden="true">{}</span><span class="visually-hidden">{}</span></span></td>'
+)
+_ROUTE_CELL_EMPTY = '<td class="num" data-metric="{}"><span class="muted">–</span></td>'
+
+
 def _route_rows(request: DashboardRequest, site: Site, rows: list[RouteRow]) -> list[dict[str, Any]]:
     """A page of the routes table as it is shown: each row's link to the
-    route's own overview and its cells, formatted here with the template
-    filters' functions rather than in the template cell by cell, which cost
-    a quarter of the overview's time (a variable lookup and filter call per
-    value, a {% querystring %} per row)."""
+    route's own overview and its metric cells as HTML, made here with
+    format_html rather than in the template cell by cell, which cost a
+    third of the overview's rendering (half a dozen variable lookups, tests
+    and filter calls per cell, a {% querystring %} per row)."""
     params = request.GET.copy()
     for name in ("route", "q", "sort", "dir", "page"):
         params.pop(name, None)
@@ -398,14 +409,20 @@ def _route_rows(request: DashboardRequest, site: Site, rows: list[RouteRow]) -> 
         params["route"] = row.route
         cells = []
         for name, metric in row.metrics.items():
+            if metric.value is None:
+                cells.append(format_html(_ROUTE_CELL_EMPTY, name))
+                continue
+            label = rating_label(metric.rating)
             cells.append(
-                {
-                    "name": name,
-                    "value": None if metric.value is None else vital_value(metric.value, name),
-                    "rating": metric.rating,
-                    "label": rating_label(metric.rating),
-                    "symbol": rating_symbol(metric.rating),
-                }
+                format_html(
+                    _ROUTE_CELL,
+                    name,
+                    vital_value(metric.value, name),
+                    metric.rating,
+                    label,
+                    rating_symbol(metric.rating),
+                    label,
+                )
             )
         shown.append(
             {
@@ -413,7 +430,7 @@ def _route_rows(request: DashboardRequest, site: Site, rows: list[RouteRow]) -> 
                 "url": f"{base}?{params.urlencode()}",
                 "too_few_samples": row.too_few_samples,
                 "pageviews": count(row.pageviews),
-                "cells": cells,
+                "cells": mark_safe("".join(cells)),  # noqa: S308 - each cell made by format_html
                 "worst": f"{row.worst * 100:.0f}",
             }
         )

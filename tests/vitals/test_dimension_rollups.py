@@ -235,7 +235,7 @@ def test_block_weights_read_before_are_kept_until_the_block_changes(
         key: (g.samples, g.sketch) for key, g in cold.items()
     }
     # Not fetched again: the very arrays kept by the first read.
-    assert all(block_weights.known(scope)[row_id][1] is weights for row_id, (_, weights) in kept.items())
+    assert all(block_weights.known(scope)[version] is weights for version, weights in kept.items())
 
     late = record(site, 10_001, value=9000.0, name="LCP", at=NOW - timedelta(days=10), route="/cart")
     metrics_store(records=[late], now=NOW)
@@ -252,9 +252,10 @@ def test_block_weights_read_before_are_kept_until_the_block_changes(
 def test_block_weights_start_over_when_full() -> None:
     weights = BlockWeights(max_bytes=3 * 8 * 10)
     block = np.zeros(10)
-    weights.add((1, "route"), [(1, 100, block), (2, 100, block)])
-    weights.add((1, "route"), [(1, 101, block)])
-    assert {row_id: version for row_id, (version, _) in weights.known((1, "route")).items()} == {1: 101, 2: 100}
-    weights.add((2, "site"), [(7, 5, block), (8, 5, block)])
+    weights.add((1, "route"), [(1, "1:100", block), (2, "2:100", block)])
+    # A row's new version replaces the old one.
+    weights.add((1, "route"), [(1, "1:101", block)])
+    assert list(weights.known((1, "route"))) == ["1:101", "2:100"]
+    weights.add((2, "site"), [(7, "7:5", block), (8, "8:5", block)])
     assert weights.known((1, "route")) == {}
-    assert list(weights.known((2, "site"))) == [7, 8]
+    assert list(weights.known((2, "site"))) == ["7:5", "8:5"]
