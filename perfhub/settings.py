@@ -10,7 +10,11 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.metrics.multiprocess import use_cached_pid
 from perfhub.env import data_dir, database_from_url, env_bool, env_float, env_int, env_list, env_str
+
+# Before the apps are loaded, and with them the first Prometheus metric.
+use_cached_pid()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = data_dir()

@@ -18,6 +18,7 @@ perfhub.telemetry.configure_tracing puts it where DjangoInstrumentor put its
 own middleware, first in MIDDLEWARE.
 """
 
+import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -49,6 +50,16 @@ _SAMPLED_ATTR = "_perfhub_trace_sampled"
 # middleware, which validates the Host header.
 _PROBE_PATHS = frozenset({"/livez", "/readyz"})
 
+# Whether a path is excluded is remembered for this many recent paths:
+# OpenTelemetry's check was a tenth of an untraced request's tracing cost
+# (its re.search goes through re's cache, which raises and catches a
+# KeyError for a compiled pattern every time), and a worker sees few paths
+# again and again. Bounded, since paths are whatever clients send (gunicorn
+# caps a request line at 4 KiB).
+_EXCLUDED_PATHS_REMEMBERED = 256
+
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
 
 class DecidedIdGenerator(RandomIdGenerator):
     """Random ids, except the trace id of a span the middleware below has
@@ -75,7 +86,9 @@ class SampledTracingMiddleware:
         # default), regexes searched in the path: unlike OpenTelemetry's
         # middleware, which searches the absolute URI, this needs no Host
         # header validation before the decision.
-        self.excluded = get_excluded_urls("DJANGO")
+        self.path_excluded = functools.lru_cache(maxsize=_EXCLUDED_PATHS_REMEMBERED)(
+            get_excluded_urls("DJANGO").url_disabled
+        )
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path
@@ -85,7 +98,7 @@ class SampledTracingMiddleware:
             trace_id = parent_span_context.trace_id
         else:
             trace_id = self.id_generator.generate_trace_id()
-        if path not in _PROBE_PATHS and not self.excluded.url_disabled(path):
+        if path not in _PROBE_PATHS and not self.path_excluded(path):
             # Built-in samplers read only the parent and the trace id; the
             # name is OpenTelemetry's fallback for a span without a route.
             decision = self.sampler.should_sample(parent, trace_id, request.method or "HTTP", SpanKind.SERVER)
@@ -102,7 +115,7 @@ class SampledTracingMiddleware:
             trace_id=trace_id,
             span_id=self.id_generator.generate_span_id(),
             is_remote=False,
-            trace_flags=TraceFlags(TraceFlags.DEFAULT),
+            trace_flags=_NOT_SAMPLED,
             trace_state=parent_span_context.trace_state,
         )
         token = context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled), parent))

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import free_port, gunicorn, require_tool, subprocess_env
+from tests.helpers import BASE_DIR, PYTHON, free_port, gunicorn, require_tool, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,3 +120,41 @@ def test_scrapes_sum_counters_over_both_gunicorn_workers(tmp_path: Path, read_to
         [promtool, "check", "metrics"], input=expositions[-1], capture_output=True, text=True, timeout=30
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+# Run in a process of its own: multiprocess mode is chosen when
+# prometheus_client is first imported, and the test process has it off.
+_FORK_SCRIPT = """
+import os
+import django
+from prometheus_client import Counter, values
+django.setup()
+from apps.metrics import multiprocess
+assert values.ValueClass is multiprocess._value_class, "perfhub.settings did not install the cached pid"
+counter = Counter("perfhub_test_forked", "Counted before and after a fork.")
+counter.inc()
+child = os.fork()
+if child == 0:
+    counter.inc(5)
+    os._exit(0)
+os.waitpid(child, 0)
+counter.inc()
+print(os.getpid(), child)
+"""
+
+
+def test_a_forked_process_writes_samples_of_its_own(tmp_path: Path) -> None:
+    """The pid a value checks on each write is read once per process
+    (apps.metrics.multiprocess); a fork must still give the child files of
+    its own and leave the parent's values whole."""
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
+    result = subprocess.run(
+        [PYTHON, "-c", _FORK_SCRIPT], env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    parent, child = (int(pid) for pid in result.stdout.split())
+
+    by_pid = _value_by_worker(prom_dir, "perfhub_test_forked_total", {})
+    assert by_pid == {parent: 2.0, child: 5.0}
