@@ -324,6 +324,54 @@ class DenseSum:
         )
 
 
+def dense_quantiles(sums: Sequence[DenseSum], q: float) -> list[float | None]:
+    """``[s.quantile(q) for s in sums]``, bit for bit, in a few array
+    operations instead of several per sum: a dashboard asks hundreds at once
+    (every route's every metric, every sparkline point), and numpy's fixed
+    cost per call was most of each answer's.
+
+    The weights are laid side by side in one zero-filled 2-D array, each row
+    aligned on its buckets, so that a row's cumulative sum is the very
+    additions of ``DenseSum.quantile`` in the same order: zeros before a
+    sum's lowest bucket add nothing, and those after it repeat its total.
+    Pass sums over similar buckets (one metric's) to keep the array narrow."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"quantile must be between 0 and 1, not {q}")
+    answers: list[float | None] = [None] * len(sums)
+    filled: list[tuple[int, DenseSum, np.ndarray]] = []
+    for i, dense in enumerate(sums):
+        if dense.weights is None:
+            answers[i] = 0.0 if dense.zero > _EPSILON else None
+        else:
+            filled.append((i, dense, dense.weights))
+    if not filled:
+        return answers
+    lowest = min(dense.offset for _, dense, _ in filled)
+    highest = max(dense.offset + len(weights) for _, dense, weights in filled)
+    grid = np.zeros((len(filled), highest - lowest))
+    for row, (_, dense, weights) in enumerate(filled):
+        start = dense.offset - lowest
+        grid[row, start : start + len(weights)] = weights
+    zeros = np.array([dense.zero for _, dense, _ in filled])
+    zeros[np.abs(zeros) < _EPSILON] = 0.0
+    cumulative = np.cumsum(grid, axis=1)
+    cumulative += zeros[:, None]
+    totals = cumulative[:, -1]
+    targets = q * totals - _EPSILON
+    reached = (cumulative > _EPSILON) & (cumulative >= targets[:, None])
+    first = reached.argmax(axis=1)
+    for row, (i, _, _) in enumerate(filled):
+        if totals[row] <= _EPSILON:
+            continue
+        if zeros[row] > _EPSILON and zeros[row] >= targets[row]:
+            answers[i] = 0.0
+        elif reached[row, first[row]]:
+            answers[i] = bucket_value(lowest + int(first[row]))
+        else:
+            answers[i] = bucket_value(lowest + int(np.flatnonzero(np.abs(grid[row]) >= _EPSILON)[-1]))
+    return answers
+
+
 def dense_sums(
     groups: int, group_of_block: Sequence[int], offsets: Sequence[int], blocks: Sequence[np.ndarray]
 ) -> list[tuple[int, np.ndarray] | None]:

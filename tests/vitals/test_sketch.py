@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.vitals.sketch import RELATIVE_ACCURACY, DenseSum, Sketch, bucket_of, dense_sums, dense_weights
+from apps.vitals.sketch import (
+    RELATIVE_ACCURACY,
+    DenseSum,
+    Sketch,
+    bucket_of,
+    dense_quantiles,
+    dense_sums,
+    dense_weights,
+)
 
 values = st.lists(
     st.one_of(
@@ -202,3 +210,37 @@ def test_the_dense_form_runs_from_the_lowest_bucket_to_the_highest() -> None:
     assert (zero, offset, len(weights)) == (1.0, bucket_of(100.0), 8)
     assert Sketch.from_dense(zero, offset, weights) == Sketch.of([0.0, 100.0])
     assert Sketch().to_dense() == (0.0, 0, b"")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sums=st.lists(
+        st.lists(
+            st.tuples(
+                st.one_of(
+                    st.just(0.0), st.floats(min_value=0.0, max_value=2.0), st.floats(min_value=0, max_value=120_000)
+                ),
+                st.sampled_from([1.0, 1 / 0.3, -1.0, 1e-12]),
+            ),
+            max_size=8,
+        ),
+        max_size=10,
+    ),
+    q=quantiles,
+)
+def test_dense_quantiles_answer_bit_for_bit_as_one_by_one(sums: list[list[tuple[float, float]]], q: float) -> None:
+    """dense_quantiles (many sums in one array) answers exactly what each
+    DenseSum.quantile answers: empty sums, zero buckets, weights that cancel
+    out or are dust, sums far apart in buckets."""
+    dense_list = []
+    for part in sums:
+        dense = DenseSum()
+        for value, weight in part:
+            dense.add_dense(*Sketch.of([value], weight=weight).to_dense())
+        dense_list.append(dense)
+    assert dense_quantiles(dense_list, q) == [dense.quantile(q) for dense in dense_list]
+
+
+def test_dense_quantiles_refuse_a_quantile_outside_0_to_1() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dense_quantiles([DenseSum()], 1.5)
