@@ -296,22 +296,7 @@ class DenseSum:
     def quantile(self, q: float) -> float | None:
         """Sketch.quantile's answer, from a cumulative sum instead of a
         Python loop over the buckets."""
-        if not 0 <= q <= 1:
-            raise ValueError(f"quantile must be between 0 and 1, not {q}")
-        zero = self.zero if abs(self.zero) >= _EPSILON else 0.0
-        if self.weights is None:
-            return 0.0 if zero > _EPSILON else None
-        cumulative = zero + np.cumsum(self.weights)
-        total = float(cumulative[-1])
-        if total <= _EPSILON:
-            return None
-        target = q * total - _EPSILON
-        if zero > _EPSILON and zero >= target:
-            return 0.0
-        reached = np.flatnonzero((cumulative > _EPSILON) & (cumulative >= target))
-        if len(reached):
-            return bucket_value(self.offset + int(reached[0]))
-        return bucket_value(self.offset + int(np.flatnonzero(np.abs(self.weights) >= _EPSILON)[-1]))
+        return dense_quantiles([self], q)[0]
 
     def sketch(self) -> Sketch:
         """As a Sketch, buckets whose weights cancelled out dropped."""
@@ -325,16 +310,16 @@ class DenseSum:
 
 
 def dense_quantiles(sums: Sequence[DenseSum], q: float) -> list[float | None]:
-    """``[s.quantile(q) for s in sums]``, bit for bit, in a few array
-    operations instead of several per sum: a dashboard asks hundreds at once
+    """The quantile ``q`` of each sum (``Sketch.quantile``'s rule), in a few
+    array operations for all of them: a dashboard asks hundreds at once
     (every route's every metric, every sparkline point), and numpy's fixed
-    cost per call was most of each answer's.
+    cost per call was most of each answer's when they were asked one by one.
 
     The weights are laid side by side in one zero-filled 2-D array, each row
-    aligned on its buckets, so that a row's cumulative sum is the very
-    additions of ``DenseSum.quantile`` in the same order: zeros before a
-    sum's lowest bucket add nothing, and those after it repeat its total.
-    Pass sums over similar buckets (one metric's) to keep the array narrow."""
+    aligned on its buckets, so that a row's cumulative sum is the same
+    additions in the same order as the sum's alone: zeros before its lowest
+    bucket add nothing, and those after it repeat its total. Pass sums over
+    similar buckets (one metric's) to keep the array narrow."""
     if not 0 <= q <= 1:
         raise ValueError(f"quantile must be between 0 and 1, not {q}")
     answers: list[float | None] = [None] * len(sums)

@@ -229,16 +229,17 @@ def test_the_dense_form_runs_from_the_lowest_bucket_to_the_highest() -> None:
     q=quantiles,
 )
 def test_dense_quantiles_answer_bit_for_bit_as_one_by_one(sums: list[list[tuple[float, float]]], q: float) -> None:
-    """dense_quantiles (many sums in one array) answers exactly what each
-    DenseSum.quantile answers: empty sums, zero buckets, weights that cancel
-    out or are dust, sums far apart in buckets."""
+    """dense_quantiles answers for many sums at once (laid side by side,
+    aligned on their buckets) exactly what it answers for each alone: empty
+    sums, zero buckets, weights that cancel out or are dust, sums far apart
+    in buckets. (Each alone against Sketch.quantile: the tests above.)"""
     dense_list = []
     for part in sums:
         dense = DenseSum()
         for value, weight in part:
             dense.add_dense(*Sketch.of([value], weight=weight).to_dense())
         dense_list.append(dense)
-    assert dense_quantiles(dense_list, q) == [dense.quantile(q) for dense in dense_list]
+    assert dense_quantiles(dense_list, q) == [dense_quantiles([dense], q)[0] for dense in dense_list]
 
 
 def test_dense_quantiles_refuse_a_quantile_outside_0_to_1() -> None:
