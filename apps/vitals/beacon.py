@@ -31,6 +31,12 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_METRICS_PER_BEACON = 50
 MAX_ATTRIBUTION_BYTES = 4096
 MAX_ATTRIBUTION_STRING = 500
+# A record's flag, not one of Metric's columns: False when the beacon says
+# this is the metric's first report (web-vitals' delta, the change since its
+# last report, equals its value), so that no row of it can be stored yet
+# short of a stream entry delivered twice; services.metrics_write writes
+# those rows the cheaper way. A record without it counts as reported before.
+REPORTED_BEFORE = "reported_before"
 CONNECTIONS = frozenset({"slow-2g", "2g", "3g", "4g"})
 NAVIGATION_TYPES = frozenset(
     {"navigate", "reload", "back-forward", "back-forward-cache", "prerender", "restore", "soft-navigation"}
@@ -257,6 +263,7 @@ def parse_beacon(
             "os": client.os[:40],
             "country": country,
             "attribution": _clean_attribution(metric.get("attribution")),
+            REPORTED_BEFORE: not (_is_number(delta := metric.get("delta")) and delta == value),
         }
         # A metric reported twice in one beacon counts once, with its latest value.
         if metric_id in seen:

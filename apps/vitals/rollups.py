@@ -736,23 +736,46 @@ def _from_stage(stage: str, kind: Any, key_fields: Sequence[str]) -> str:
 
 
 def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, rows: Any, *, negative: bool) -> int:
-    """COPY delta ``rows`` (key, SUMS, then MERGES as JSON text) into a
-    staging table and add them to the stored rows in one INSERT ... ON
-    CONFLICT, the database adding the counts and merging the JSON columns
-    (vitals_sketch_merge, migration 0004). ``negative``: some deltas take
-    metrics out (or net to nothing), so rows left empty are deleted."""
+    """Add delta ``rows`` (key, SUMS, then MERGES as JSON text) to the stored
+    rows. ``negative``: some deltas take metrics out (or net to nothing), so
+    rows left empty are deleted.
+
+    Rows in time buckets that hold no row yet are COPYed straight into the
+    table: they cannot meet a stored row, since every writer holds the
+    site's lock (services._lock_sites). That is nearly every row of a
+    batch, as minute buckets by every dimension hold a metric or two each;
+    INSERT ... ON CONFLICT would cost them twice what COPY does (each row's
+    key looked up in the unique index before it is inserted into it). The
+    others are COPYed into a staging table and added to the stored rows in
+    one INSERT ... ON CONFLICT, the database adding the counts and merging
+    the JSON columns (vitals_sketch_merge, migration 0004)."""
     table = model._meta.db_table
+    columns = [*key_fields, *kind.STORED]
+    rows = list(rows)
+    if not rows:
+        return 0
+    samples = len(key_fields)
     with connection.cursor() as cursor:
-        stage, columns = _stage(cursor, table, key_fields, kind)
-        if not copy_rows(cursor, stage, columns, rows):
-            return 0
+        stored = _stored_buckets(cursor, table, key_fields, rows)
+        bucket = key_fields.index("bucket_start") + 1
+        fresh: list[Any] = []
+        merging: list[Any] = []
+        for row in rows:
+            # Only additions go straight in: a delta that takes metrics out
+            # is always of a stored row.
+            (fresh if row[samples] > 0 and tuple(row[:bucket]) not in stored else merging).append(row)
+        written = copy_rows(cursor, table, columns, fresh)
+        if not merging:
+            return written
+        stage, _ = _stage(cursor, table, key_fields, kind)
+        copy_rows(cursor, stage, columns, merging)
         updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in kind.SUMS]
         updates += [f"{c} = {function}({table}.{c}, EXCLUDED.{c})" for c, function in kind.MERGES.items()]
         cursor.execute(
             f"INSERT INTO {table} ({', '.join(columns)}) {_from_stage(stage, kind, key_fields)} "
             f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
         )
-        written = cursor.rowcount
+        written += cursor.rowcount
         if negative:
             # Re-reported metrics were taken out: a bucket left empty goes.
             cursor.execute(
@@ -760,6 +783,25 @@ def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, 
                 + " AND ".join(f"r.{c} = s.{c}" for c in key_fields)
             )
     return written
+
+
+def _stored_buckets(cursor: Any, table: str, key_fields: tuple[str, ...], rows: list[Any]) -> set[tuple[Any, ...]]:
+    """The time buckets of ``rows`` (their keys up to bucket_start: site,
+    bucket size, start) that hold a row of ``table`` already. A batch
+    touches a few hundred buckets; each is one probe of the unique index,
+    whose leading columns these are."""
+    bucket = key_fields.index("bucket_start") + 1
+    if key_fields[:bucket] != ("site_id", "bucket_seconds", "bucket_start"):
+        raise ValueError(f"{table}'s key does not start with its time bucket")
+    buckets = list({tuple(row[:bucket]) for row in rows})
+    cursor.execute(
+        "SELECT k.site_id, k.bucket_seconds, k.bucket_start "
+        "FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[]) AS k(site_id, bucket_seconds, bucket_start) "
+        f"WHERE EXISTS (SELECT FROM {table} r WHERE r.site_id = k.site_id "
+        "AND r.bucket_seconds = k.bucket_seconds AND r.bucket_start = k.bucket_start)",
+        [[b[0] for b in buckets], [b[1] for b in buckets], [b[2] for b in buckets]],
+    )
+    return {tuple(found) for found in cursor.fetchall()}
 
 
 def _replace_postgresql(
@@ -771,35 +813,39 @@ def _replace_postgresql(
     lookup: str | None = None,
 ) -> int:
     """Merge each delta with its stored row here and write the totals back:
-    COPY into a staging table, then one INSERT ... ON CONFLICT that replaces
-    the stored values. Rows left with no samples are deleted."""
+    new rows COPYed straight into the table, stored ones COPYed into a
+    staging table and updated from it by id (the lookup found them, and the
+    site's lock keeps them so; see _add_postgresql for what ON CONFLICT
+    would cost). Rows left with no samples are deleted."""
     if not aggregates:
         return 0
     table = model._meta.db_table
     merged = _merged_with_stored_postgresql(model, key_fields, kind, aggregates, lookup or _keys_json(list(aggregates)))
     emptied = [item.pk for item in merged.values() if item.aggregate.samples <= 0 and item.pk is not None]
-
-    def rows() -> Any:
-        for key, item in merged.items():
-            aggregate = item.aggregate
-            if aggregate.samples <= 0:
-                continue
-            if kind is DenseAggregate:
-                yield [*key, *aggregate.sums, *aggregate.sketch_columns()]
-            else:
-                values = aggregate.columns()
-                yield [*key, *(values[c] for c in kind.SUMS), *(json.dumps(values[c]) for c in kind.MERGES)]
-
+    created: list[list[Any]] = []
+    updated: list[list[Any]] = []
+    for key, item in merged.items():
+        aggregate = item.aggregate
+        if aggregate.samples <= 0:
+            continue
+        if kind is DenseAggregate:
+            values = [*aggregate.sums, *aggregate.sketch_columns()]
+        else:
+            columns = aggregate.columns()
+            values = [*(columns[c] for c in kind.SUMS), *(json.dumps(columns[c]) for c in kind.MERGES)]
+        if item.pk is None:
+            created.append([*key, *values])
+        else:
+            updated.append([item.pk, *values])
     with connection.cursor() as cursor:
-        stage, columns = _stage(cursor, table, key_fields, kind)
-        written = 0
-        if copy_rows(cursor, stage, columns, rows()):
-            updates = [f"{c} = EXCLUDED.{c}" for c in kind.STORED]
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) {_from_stage(stage, kind, key_fields)} "
-                f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
-            )
-            written = cursor.rowcount
+        written = copy_rows(cursor, table, [*key_fields, *kind.STORED], created)
+        if updated:
+            stage = f"{table}_update_stage"
+            stage_create(cursor, stage, table, ["id", *kind.STORED])
+            copy_rows(cursor, stage, ["id", *kind.STORED], updated)
+            assignments = ", ".join(f"{c} = s.{c}" for c in kind.STORED)
+            cursor.execute(f"UPDATE {table} r SET {assignments} FROM {stage} s WHERE r.id = s.id")
+            written += cursor.rowcount
         if emptied:
             cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [emptied])
             written += cursor.rowcount

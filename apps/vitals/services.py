@@ -2,7 +2,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from operator import itemgetter
@@ -11,11 +11,12 @@ from typing import Any
 import pybreaker
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.resilience import breakers
 from apps.resilience.breakers import redis_stream
+from apps.vitals.beacon import REPORTED_BEFORE
 from apps.vitals.bulk import copy_rows, stage_create
 from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
@@ -93,8 +94,10 @@ class PreparedBatch:
 
     latest: dict[tuple[Any, ...], dict[str, Any]]
     delta: RollupDelta
-    # PostgreSQL: the rows of ``latest`` as COPY sends them.
-    copy_rows: list[tuple[Any, ...]]
+    # PostgreSQL: the rows of ``latest`` as COPY sends them, first reports
+    # (apps.vitals.beacon.REPORTED_BEFORE) apart from the others.
+    first_reports: list[tuple[Any, ...]] = field(default_factory=list)
+    later_reports: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def metrics_prepare(*, records: Sequence[dict[str, Any]], now: datetime | None = None) -> PreparedBatch:
@@ -109,13 +112,15 @@ def metrics_prepare(*, records: Sequence[dict[str, Any]], now: datetime | None =
     for record in latest.values():
         delta.add(record)
     delta.prepare()
-    rows = []
+    batch = PreparedBatch(latest=latest, delta=delta)
     if connection.vendor == "postgresql":
         # Made here, with the attribution as JSON text, so that the thread
         # that writes the batch (and holds the transaction) only sends them.
         values = itemgetter(*COLUMNS[:-1])
-        rows = [(*values(record), json.dumps(record["attribution"])) for record in latest.values()]
-    return PreparedBatch(latest=latest, delta=delta, copy_rows=rows)
+        for record in latest.values():
+            row = (*values(record), json.dumps(record["attribution"]))
+            (batch.later_reports if record.get(REPORTED_BEFORE, True) else batch.first_reports).append(row)
+    return batch
 
 
 def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = None) -> StoreResult:
@@ -127,8 +132,9 @@ def metrics_store(*, records: Sequence[dict[str, Any]], now: datetime | None = N
 def metrics_write(*, batch: PreparedBatch) -> StoreResult:
     """Write a prepared batch: raw rows and rollups, in one transaction.
 
-    1. New rows are inserted. PostgreSQL: COPY into a staging table, then
-       INSERT ... ON CONFLICT DO NOTHING; the unique index tells which were
+    1. New rows are inserted. PostgreSQL: first reports by COPY, the rest
+       by COPY into a staging table and INSERT ... ON CONFLICT DO NOTHING
+       (see _insert_new_postgresql); the unique index tells which were
        stored already, and only those are read back, so that the common
        batch, all new, reads nothing (a lookup of every key is planned from
        statistics, which a partition being filled does not have yet).
@@ -149,7 +155,7 @@ def metrics_write(*, batch: PreparedBatch) -> StoreResult:
         ensure_partitions({key[1] for key in latest})
         postgresql = connection.vendor == "postgresql"
         # Elsewhere every key is read.
-        already = _insert_new_postgresql(batch.copy_rows) if postgresql else set(latest)
+        already = _insert_new_postgresql(batch) if postgresql else set(latest)
         stored = _stored_rows(list(already))
         # The same moment as the delta's: a metric near the minute horizon
         # is taken out of the bucket it was counted in.
@@ -226,16 +232,37 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
     return rows
 
 
-def _insert_new_postgresql(rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
-    """COPY ``rows`` (PreparedBatch.copy_rows) into the staging table and
-    insert those not stored yet; returns the keys of the others, stored
-    already. The staging table keeps every row for _write_postgresql."""
+def _insert_new_postgresql(batch: PreparedBatch) -> set[tuple[Any, ...]]:
+    """Insert the batch's rows not stored yet; returns the keys of the
+    others, stored already.
+
+    First reports are COPYed straight into vitals_metric, in a savepoint:
+    none can be stored yet, so COPY, half the cost of an INSERT ... ON
+    CONFLICT from a staging table, nearly always succeeds. When one was
+    stored after all (a stream entry delivered again after a failed
+    acknowledgement, or a client that said first report twice), the unique
+    index refuses the COPY, the savepoint undoes it, and those rows go the
+    way of the others.
+
+    The others (later reports) are COPYed into the staging table, and those
+    not stored yet inserted from it. The staging table keeps every one of
+    them for _write_postgresql."""
+    later = batch.later_reports
+    if batch.first_reports:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                copy_rows(cursor, "vitals_metric", COLUMNS, batch.first_reports)
+        except IntegrityError:
+            logger.info("a batch's first reports were stored already; writing them as later reports")
+            later = batch.first_reports + later
+    if not later:
+        return set()
     with connection.cursor() as cursor:
         # Per session, emptied at each commit: the staging area for COPY.
         stage_create(cursor, "vitals_metric_stage", "vitals_metric", _STAGED)
-        copy_rows(cursor, "vitals_metric_stage", COLUMNS, rows)
+        copy_rows(cursor, "vitals_metric_stage", COLUMNS, later)
         # The rows not inserted, found by PostgreSQL (an anti-join of the
-        # staging table with the inserted keys): the usual batch, all new,
+        # staging table with the inserted keys): a batch with none stored
         # then sends nothing back, where returning the inserted keys would
         # make a Python tuple per metric.
         key = ", ".join(_ROW_KEY)
@@ -270,7 +297,9 @@ def _write_postgresql(records: list[dict[str, Any]]) -> None:
 
 
 def _write_portable(fresh: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
-    Metric.objects.bulk_create([Metric(**record) for record in fresh], batch_size=500)
+    Metric.objects.bulk_create(
+        [Metric(**{c: v for c, v in record.items() if c != REPORTED_BEFORE}) for record in fresh], batch_size=500
+    )
     for record in changed:
         Metric.objects.filter(site_id=record["site_id"], day=record["day"], metric_id=record["metric_id"]).update(
             **{c: record[c] for c in _REPLACED}

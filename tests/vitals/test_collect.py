@@ -6,12 +6,15 @@ import json
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from apps.vitals.beacon import REPORTED_BEFORE, parse_beacon
 from apps.vitals.collect import forget_cached_sites
 from apps.vitals.models import BUILTIN_SITE, Metric, Rating, Rollup, RouteRule, Site
+from apps.vitals.normalize import parse_user_agent
 from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, metric_id, post
 
 pytestmark = pytest.mark.django_db
@@ -96,6 +99,24 @@ def test_a_re_reported_metric_counts_once_with_its_latest_value(client: Client, 
     assert row.value == 0.3 and row.rating == Rating.POOR
     rollup = Rollup.objects.get()
     assert (rollup.samples, rollup.good, rollup.poor) == (1, 0, 1)
+
+
+def test_first_reports_are_told_from_later_ones_by_their_delta(client: Client, site: Site) -> None:
+    inp, cls, other_cls = metric_id(8), metric_id(9), metric_id(10)
+    first_reports = beacon(
+        {"name": "INP", "value": 120, "delta": 120, "id": inp}, {"name": "CLS", "value": 0.05, "delta": 0.05, "id": cls}
+    )
+    post(client, site, first_reports)
+    drain()
+    # In one drain: the first reports sent again (as a re-delivered stream
+    # entry would be), a later report of INP, and a CLS that gives no delta.
+    post(client, site, first_reports)
+    post(client, site, beacon({"name": "INP", "value": 300, "delta": 180, "id": inp}))
+    post(client, site, beacon({"name": "CLS", "value": 0.01, "id": other_cls}))
+    drain()
+    assert dict(Metric.objects.values_list("metric_id", "value")) == {inp: 300, cls: 0.05, other_cls: 0.01}
+    assert sum(Rollup.objects.values_list("samples", flat=True)) == 3
+    assert Rollup.objects.get(name="INP").value_sum == 300
 
 
 def test_site_route_rules_come_before_automatic_ids(client: Client, site: Site) -> None:
@@ -302,3 +323,28 @@ def test_no_input_ever_gives_a_500(client: Client, site: Site, junk: object) -> 
             continue
         response = post(client, site, text)
         assert response.status_code in {202, 400}, (body, response.content)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reported_before"),
+    [
+        ({"value": 120, "delta": 120}, False),
+        ({"value": 0, "delta": 0}, False),
+        ({"value": 300, "delta": 180}, True),
+        ({"value": 120}, True),
+        ({"value": 120, "delta": "120"}, True),
+    ],
+)
+def test_a_records_first_report_flag_follows_the_metrics_delta(
+    site: Site, fields: dict[str, object], reported_before: bool
+) -> None:
+    parsed = parse_beacon(
+        beacon({"name": "INP", "id": metric_id(1), **fields}),
+        site=site,
+        rules=[],
+        client=parse_user_agent(CHROME_DESKTOP),
+        country="",
+        referer="",
+        received_at=timezone.now(),
+    )
+    assert parsed.records[0][REPORTED_BEFORE] is reported_before

@@ -12,7 +12,7 @@ from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apps.vitals.beacon import rating_for
+from apps.vitals.beacon import REPORTED_BEFORE, rating_for
 from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, Site
 from apps.vitals.partitions import drop_partitions_before, ensure_partitions, existing_partitions
 from apps.vitals.rollups import LEVELS, MINUTE_HORIZON
@@ -102,6 +102,38 @@ def test_a_later_value_replaces_the_earlier_one_in_rows_and_rollups(site: Site) 
     rollup = Rollup.objects.get()
     assert (rollup.samples, rollup.good, rollup.poor) == (1, 0, 1)
     assert Sketch.from_json(rollup.sketch).quantile(0.5) == pytest.approx(0.4, rel=RELATIVE_ACCURACY)
+
+
+def first(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` as the beacon of a metric's first report makes it."""
+    return {**row, REPORTED_BEFORE: False}
+
+
+def test_first_reports_written_twice_are_stored_and_counted_once(site: Site) -> None:
+    # A stream entry delivered again after its batch committed: the second
+    # write of first reports meets stored rows (on PostgreSQL the COPY is
+    # refused and undone, and the rows go the other way).
+    batch = [first(record(site, n, value=1000.0 + n)) for n in range(20)]
+    written = metrics_store(records=batch, now=NOW)
+    before = rollup_state(site)
+    again = metrics_store(records=batch[5:] + [first(record(site, 20, value=3000.0))], now=NOW)
+    assert (written.inserted, again.inserted, again.unchanged) == (20, 1, 15)
+    assert Metric.objects.count() == 21
+    assert sum(Rollup.objects.values_list("samples", flat=True)) == 21
+    assert rollup_state(site) != before
+    metrics_store(records=[record(site, 20, value=3000.0)], now=NOW)
+    assert sum(Rollup.objects.values_list("samples", flat=True)) == 21
+
+
+def test_first_and_later_reports_in_one_batch(site: Site) -> None:
+    metrics_store(records=[first(record(site, n, value=0.05, name="CLS")) for n in range(4)], now=NOW)
+    later = [record(site, n, value=0.4, name="CLS") for n in range(2)]
+    fresh = [first(record(site, n, value=0.01, name="CLS")) for n in range(4, 7)]
+    result = metrics_store(records=fresh + later, now=NOW)
+    assert (result.inserted, result.replaced, result.unchanged) == (3, 2, 0)
+    assert sorted(Metric.objects.values_list("value", flat=True)) == [0.01] * 3 + [0.05] * 2 + [0.4] * 2
+    rollup = Rollup.objects.get()
+    assert (rollup.samples, rollup.good, rollup.poor) == (7, 5, 2)
 
 
 def test_within_a_batch_the_last_report_wins(site: Site) -> None:
@@ -304,7 +336,11 @@ def test_the_demo_command_explains_bad_arguments(args: list[str], message: str) 
 
 def test_random_batches_never_double_count(site: Site) -> None:
     rng = random.Random(3)
-    records = [record(site, n, value=float(rng.randint(100, 9000))) for n in range(200)]
+    # Some claim to be first reports, wrongly once stored: no matter.
+    records = [
+        {**record(site, n, value=float(rng.randint(100, 9000))), REPORTED_BEFORE: rng.random() < 0.5}
+        for n in range(200)
+    ]
     for _ in range(4):
         metrics_store(records=rng.sample(records, 120), now=NOW)
     stored = Metric.objects.count()

@@ -198,10 +198,13 @@ class Command(BaseCommand):
                 scale = factor if name != "CLS" else 1.0
                 value = median * scale * math.exp(rng.gauss(0, SIGMAS[name]))
                 value = min(value, 100.0 if name == "CLS" else 120_000.0)
+            value = round(value, 4 if name == "CLS" else 1)
             metrics.append(
                 {
                     "name": name,
-                    "value": round(value, 4 if name == "CLS" else 1),
+                    "value": value,
+                    # Each metric's first and only report, as web-vitals sends it.
+                    "delta": value,
                     "id": f"v6-{started_ms}-{rng.randrange(10**12, 10**13)}",
                     "navigationType": _pick(rng, NAVIGATION_TYPES),
                     "attribution": self._attribution(rng, name, path),
