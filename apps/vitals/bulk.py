@@ -27,8 +27,8 @@ class _JsonbTextDumper(Dumper):
     format = Format.BINARY
     oid = JSONB_OID
 
-    def dump(self, obj: str) -> bytes:
-        return b"\x01" + obj.encode()
+    def dump(self, obj: str | bytes) -> bytes:
+        return b"\x01" + (obj if isinstance(obj, bytes) else obj.encode())
 
 
 # (table, columns) -> the columns' type oids; stable for a process, since the
@@ -52,7 +52,8 @@ def stage_create(cursor: Any, stage: str, source: str, columns: Sequence[str]) -
 def copy_rows(cursor: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """COPY ``rows`` into ``table`` in the binary format; returns their number.
     Values must be of the columns' Python types (int for integers, float or
-    int for double precision, str for text), and JSON text (str) for jsonb."""
+    int for double precision, str for text), and JSON text (str or UTF-8
+    bytes) for jsonb."""
     key = (table, tuple(columns))
     types = _types.get(key)
     if types is None:
