@@ -8,7 +8,7 @@ script. Phases are durations in milliseconds whose weighted means the
 attribution pages show.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,28 +79,32 @@ SPECS: dict[str, Spec] = {
 SERVER_TIMING_PHASES = (("db", "Database"), ("cache", "Cache"), ("app", "Application"))
 
 
-def attribution_parts(name: str, attribution: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, float]]]:
-    """(kind, key, phases) for each kind this metric's attribution names."""
+def attribution_parts(name: str, attribution: Mapping[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+    """(kind, key, phases) for each kind this metric's attribution names.
+    The worker calls this for every metric it writes: the phases are read
+    once per metric, and shared by its kinds."""
     spec = SPECS.get(name)
     if spec is None or not attribution:
-        return
+        return []
+    phases = {p: attribution[p] for p in _PHASE_FIELDS[name] if type(attribution.get(p)) in _NUMBER_TYPES}
+    parts = []
     for kind in spec.kinds:
         if kind.name == "server":
             timing = attribution.get("serverTiming")
             if isinstance(timing, Mapping):
-                phases = {p: float(timing[p]) for p, _ in SERVER_TIMING_PHASES if _is_number(timing.get(p))}
-                if phases:
-                    yield kind.name, WHOLE, phases
-            continue
-        phases = {p: float(attribution[p]) for p, _ in spec.phases if _is_number(attribution.get(p))}
-        if kind.field is None:
+                server = {p: timing[p] for p, _ in SERVER_TIMING_PHASES if type(timing.get(p)) in _NUMBER_TYPES}
+                if server:
+                    parts.append((kind.name, WHOLE, server))
+        elif kind.field is None:
             if phases:
-                yield kind.name, WHOLE, phases
-            continue
-        culprit = attribution.get(kind.field)
-        if isinstance(culprit, str) and culprit:
-            yield kind.name, culprit[:MAX_KEY_LENGTH], phases
+                parts.append((kind.name, WHOLE, phases))
+        else:
+            culprit = attribution.get(kind.field)
+            if isinstance(culprit, str) and culprit:
+                parts.append((kind.name, culprit[:MAX_KEY_LENGTH], phases))
+    return parts
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+# Numbers as JSON decodes them (bool, a subclass of int, is not one).
+_NUMBER_TYPES = frozenset({int, float})
+_PHASE_FIELDS = {name: tuple(field for field, _ in spec.phases) for name, spec in SPECS.items()}

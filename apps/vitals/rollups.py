@@ -16,9 +16,10 @@ each with its own histogram.
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, ClassVar
 
 import numpy as np
@@ -413,14 +414,18 @@ class _Batch:
     @classmethod
     def of(cls, rows: list[Mapping[str, Any]], signs: list[int], now: datetime) -> "_Batch":
         count = len(rows)
-        values = np.fromiter((row["value"] for row in rows), dtype=np.float64, count=count)
-        weights = np.fromiter((row["weight"] for row in rows), dtype=np.float64, count=count)
-        ratings = np.fromiter((row["rating"] for row in rows), dtype=np.int64, count=count)
+        # map with itemgetter: a column out of every row without a Python
+        # frame per row, as a generator would make (a batch has 50,000).
+        values = np.fromiter(map(itemgetter("value"), rows), dtype=np.float64, count=count)
+        weights = np.fromiter(map(itemgetter("weight"), rows), dtype=np.float64, count=count)
+        ratings = np.fromiter(map(itemgetter("rating"), rows), dtype=np.int64, count=count)
         sign_array = np.asarray(signs, dtype=np.int64)
         totals = _Totals.of_rows(values, ratings, sign_array, weights * sign_array, bucket_indexes(values.tolist()))
         # bucket_for, for all rows: minute buckets from the horizon on, hour
         # buckets before; both on whole seconds since the epoch.
-        moments = np.fromiter((row["occurred_at"].timestamp() for row in rows), dtype=np.float64, count=count)
+        moments = np.fromiter(
+            map(datetime.timestamp, map(itemgetter("occurred_at"), rows)), dtype=np.float64, count=count
+        )
         hour_starts = np.floor(moments / HOUR) * HOUR
         recent = moments >= (now - MINUTE_HORIZON).timestamp()
         bucket_starts = np.where(recent, np.floor(moments / 60) * 60, hour_starts)
@@ -432,22 +437,23 @@ class _Batch:
             rows=rows,
             signs=signs,
             totals=totals,
-            site=_codes([row["site_id"] for row in rows])[0],
+            site=_codes(list(map(itemgetter("site_id"), rows)))[0],
             bucket=bucket,
             buckets=[(int(seconds), _utc(start)) for seconds, start in bucket_keys],
             hour=hour,
             hours=[_utc(start) for start in hour_keys],
-            dimensions={d: _codes([row[d] for row in rows]) for d in Rollup.DIMENSIONS},
+            dimensions={d: _codes(list(map(itemgetter(d), rows))) for d in Rollup.DIMENSIONS},
         )
 
     def rollups(self) -> tuple[list[RollupKey], _Totals]:
         """The Rollup rows' keys and totals."""
         groups, first = _group([self.site, self.bucket, *(self.dimensions[d][0] for d in Rollup.DIMENSIONS)])
+        dimensions = itemgetter(*Rollup.DIMENSIONS)
         keys = []
+        buckets = self.bucket.tolist()
         for row in first.tolist():
             record = self.rows[row]
-            seconds, start = self.buckets[int(self.bucket[row])]
-            keys.append((record["site_id"], seconds, start, *(record[d] for d in Rollup.DIMENSIONS)))
+            keys.append((record["site_id"], *self.buckets[buckets[row]], *dimensions(record)))
         return keys, self.totals.grouped(groups, len(first))
 
     def dimension_blocks(self) -> dict[DimensionKey, DenseAggregate]:
@@ -531,6 +537,13 @@ class RollupDelta:
         """Count ``row`` (a dict with Metric's columns) in, or out with sign=-1."""
         self.rows.append(row)
         self.signs.append(sign)
+        self._summed.clear()
+
+    def add_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Count ``rows`` in."""
+        before = len(self.rows)
+        self.rows.extend(rows)
+        self.signs.extend([1] * (len(self.rows) - before))
         self._summed.clear()
 
     def merge_rollup(self, rollup: Rollup) -> None:
