@@ -37,6 +37,7 @@ add up to the metrics appended, a drain that outlasted --timeout).
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
@@ -399,6 +400,7 @@ def drain_here(args: argparse.Namespace) -> DrainRun:
             close_old_connections()
             polled = time.perf_counter()
             count = consumer.poll()
+            gc.collect()  # as the worker does after each poll
             if count:
                 written += count
                 finished = time.perf_counter()

@@ -34,27 +34,24 @@ GROUP = "vitals-writers"
 CLAIM_IDLE_MS = 60_000
 
 
-# Allocations between two young-generation collections in a process that
-# writes batches of metrics; Python's default is 700.
-BATCH_GC_THRESHOLD = 10_000
-
-
 @contextmanager
 def gc_tuned_for_batches() -> Iterator[None]:
-    """Make the cyclic garbage collector cheaper while a process writes
-    batches of metrics (the worker, vitals_demo). A batch holds a dict or
-    two per metric, all still alive at the next collection, so collecting
-    every 700 allocations walks each of them again and again for nothing: a
-    quarter of the worker's CPU in bench/drain.py. The objects of start-up
-    are frozen out of its way too, as in the gunicorn workers."""
-    threshold = gc.get_threshold()
+    """Keep the cyclic garbage collector out of the way while a process
+    writes batches of metrics (the worker, vitals_demo). A batch is tens of
+    thousands of dicts, tuples and arrays, alive until it is written and in
+    no reference cycle; reference counting frees them. Automatic collections
+    only walk them again and again: even once every 10,000 allocations they
+    took a seventh of the worker's CPU in bench/drain.py. So automatic
+    collection is off meanwhile, and the caller collects (``gc.collect()``)
+    between batches, at best when none is alive; the objects of start-up are
+    frozen out of its way, as in the gunicorn workers."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(BATCH_GC_THRESHOLD, *threshold[1:])
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
+        gc.enable()
         gc.unfreeze()
 
 

@@ -1,6 +1,7 @@
 """The production path: Redis stream, consumer group, and the degradation
 rules of DESIGN.md, against the real Redis and PostgreSQL."""
 
+import gc
 import json
 import subprocess
 
@@ -13,7 +14,7 @@ from apps.vitals import stream
 from apps.vitals.collect import forget_cached_sites
 from apps.vitals.models import Metric, Rollup, Site
 from apps.vitals.services import metrics_store
-from apps.vitals.stream import GROUP, STREAM, StreamConsumer, redis_client
+from apps.vitals.stream import GROUP, STREAM, StreamConsumer, gc_tuned_for_batches, redis_client
 from tests.helpers import BASE_DIR, PYTHON, postgres_configured, redis_configured, require, subprocess_env
 from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, post
 
@@ -189,3 +190,12 @@ def test_a_beacons_entry_holds_its_shared_fields_once() -> None:
     decoded = stream.decode_records(stream.encode_records(records))
     assert [type(record["value"]) for record in decoded] == [float, int]
     assert [record["day"].isoformat() for record in decoded] == ["2026-11-27", "2026-11-27"]
+
+
+def test_batches_are_written_with_automatic_collection_off_and_it_comes_back_on() -> None:
+    assert gc.isenabled()
+    with gc_tuned_for_batches():
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() > 0
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0

@@ -1,3 +1,4 @@
+import gc
 import math
 import random
 import sys
@@ -176,6 +177,9 @@ class Command(BaseCommand):
                     following = generator.submit(demo.batch, first + BATCH_PAGEVIEWS)
                 metrics_write(batch=batch)
                 written += len(batch.latest)
+                # Collection is off while batches are written (gc_tuned_for_batches).
+                del batch
+                gc.collect()
                 self._progress(min(first + BATCH_PAGEVIEWS, pageviews), pageviews, written, began)
         self.stdout.write("")
         elapsed = time.monotonic() - began
