@@ -98,6 +98,8 @@ MIDDLEWARE = [
     # Request id and log line, Server-Timing, Prometheus request series.
     "apps.metrics.middleware.InstrumentationMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Beacons answered here, past the session, CSRF and template machinery.
+    "apps.vitals.middleware.BeaconMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

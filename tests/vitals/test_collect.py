@@ -9,6 +9,7 @@ from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from apps.vitals.beacon import REPORTED_BEFORE, parse_beacon
@@ -348,3 +349,18 @@ def test_a_records_first_report_flag_follows_the_metrics_delta(
         received_at=timezone.now(),
     )
     assert parsed.records[0][REPORTED_BEFORE] is reported_before
+
+
+def test_beacons_skip_the_page_middleware_but_are_counted_logged_and_host_checked(client: Client, site: Site) -> None:
+    series = "django_http_requests_total_by_view_transport_method_total"
+    labels = {"view": "vitals-collect", "transport": "http", "method": "POST"}
+    before = REGISTRY.get_sample_value(series, labels) or 0
+    response = post(client, site, beacon(lcp()))
+    assert response.status_code == 202
+    # Counted under the view's name and given a request id by the
+    # instrumentation above BeaconMiddleware; no page middleware below it ran.
+    assert REGISTRY.get_sample_value(series, labels) == before + 1
+    assert response["X-Request-ID"]
+    assert "X-Frame-Options" not in response
+    assert "Content-Security-Policy" not in response
+    assert post(client, site, beacon(lcp(n=2)), HTTP_HOST="evil.example").status_code == 400
