@@ -2,7 +2,7 @@ from collections.abc import Callable
 from functools import cache
 
 from django.http import HttpRequest, HttpResponse
-from django.urls import ResolverMatch, resolve, reverse
+from django.urls import ResolverMatch, get_script_prefix, resolve, reverse
 
 from apps.vitals.collect import collect
 
@@ -32,7 +32,9 @@ class BeaconMiddleware:
 
 @cache
 def _collect_path() -> str:
-    return reverse("vitals-collect")
+    # As request.path_info has it: without the script prefix that reverse
+    # adds when PerfHub is served under a sub-path.
+    return "/" + reverse("vitals-collect").removeprefix(get_script_prefix())
 
 
 @cache

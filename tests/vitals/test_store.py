@@ -2,6 +2,7 @@
 rebuild, compaction, partitions and retention."""
 
 import io
+import logging
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -109,14 +110,18 @@ def first(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, REPORTED_BEFORE: False}
 
 
-def test_first_reports_written_twice_are_stored_and_counted_once(site: Site) -> None:
+def test_first_reports_written_twice_are_stored_and_counted_once(site: Site, caplog: pytest.LogCaptureFixture) -> None:
     # A stream entry delivered again after its batch committed: the second
     # write of first reports meets stored rows (on PostgreSQL the COPY is
     # refused and undone, and the rows go the other way).
+    caplog.set_level(logging.INFO, logger="apps.vitals.services")
+    fallback = "first reports were stored already"
     batch = [first(record(site, n, value=1000.0 + n)) for n in range(20)]
     written = metrics_store(records=batch, now=NOW)
+    assert fallback not in caplog.text
     before = rollup_state(site)
     again = metrics_store(records=batch[5:] + [first(record(site, 20, value=3000.0))], now=NOW)
+    assert (fallback in caplog.text) is (connection.vendor == "postgresql")
     assert (written.inserted, again.inserted, again.unchanged) == (20, 1, 15)
     assert Metric.objects.count() == 21
     assert sum(Rollup.objects.values_list("samples", flat=True)) == 21
