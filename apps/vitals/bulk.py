@@ -45,8 +45,7 @@ _types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
 def stage_create(cursor: Any, stage: str, source: str, columns: Sequence[str]) -> None:
     """An empty per-session temporary table ``stage`` with ``columns`` as
-    ``source`` has them, emptied at each commit. ``columns`` may be
-    expressions with an alias (``sketch::text AS sketch``)."""
+    ``source`` has them, emptied at each commit."""
     cursor.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
         f"SELECT {', '.join(columns)} FROM {source} WITH NO DATA"

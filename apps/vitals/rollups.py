@@ -694,10 +694,7 @@ class RollupDelta:
                 Rollup,
                 _ROLLUP_KEY,
                 Aggregate,
-                (
-                    [*key, *(aggregate.columns()[c] for c in Aggregate.SUMS), json.dumps(aggregate.sketch.to_json())]
-                    for key, aggregate in self.folded.items()
-                ),
+                ([*key, *(aggregate.columns()[c] for c in Aggregate.STORED)] for key, aggregate in self.folded.items()),
                 negative=any(aggregate.samples <= 0 for aggregate in self.folded.values()),
             )
         # Block rows are mostly stored already, with sketches of a hundred
@@ -733,24 +730,9 @@ def _fold(into: dict[Any, Any], key: Any, aggregate: Any, kind: type = Aggregate
     target.merge(aggregate)
 
 
-def _stage(cursor: Any, table: str, key_fields: Sequence[str], kind: Any) -> tuple[str, list[str]]:
-    """The staging table of ``table``'s deltas and its columns: the key and
-    the STORED columns, the MERGES as text (JSON text made here, cast back
-    to jsonb when inserted)."""
-    stage = f"{table}_stage"
-    stage_create(
-        cursor, stage, table, [*key_fields, *(f"{c}::text AS {c}" if c in kind.MERGES else c for c in kind.STORED)]
-    )
-    return stage, [*key_fields, *kind.STORED]
-
-
-def _from_stage(stage: str, kind: Any, key_fields: Sequence[str]) -> str:
-    columns = [*key_fields, *(f"{c}::jsonb" if c in kind.MERGES else c for c in kind.STORED)]
-    return f"SELECT {', '.join(columns)} FROM {stage}"
-
-
 def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, rows: Any, *, negative: bool) -> int:
-    """Add delta ``rows`` (key, SUMS, then MERGES as JSON text) to the stored
+    """Add delta ``rows`` (key, SUMS, then MERGES as JSON text or the
+    objects to encode; see bulk.copy_rows) to the stored
     rows. ``negative``: some deltas take metrics out (or net to nothing), so
     rows left empty are deleted.
 
@@ -771,22 +753,22 @@ def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, 
     samples = len(key_fields)
     with connection.cursor() as cursor:
         stored = _stored_buckets(cursor, table, key_fields, rows)
-        bucket = key_fields.index("bucket_start") + 1
         fresh: list[Any] = []
         merging: list[Any] = []
         for row in rows:
             # Only additions go straight in: a delta that takes metrics out
             # is always of a stored row.
-            (fresh if row[samples] > 0 and tuple(row[:bucket]) not in stored else merging).append(row)
+            (fresh if row[samples] > 0 and tuple(row[:_BUCKET]) not in stored else merging).append(row)
         written = copy_rows(cursor, table, columns, fresh)
         if not merging:
             return written
-        stage, _ = _stage(cursor, table, key_fields, kind)
+        stage = f"{table}_stage"
+        stage_create(cursor, stage, table, columns)
         copy_rows(cursor, stage, columns, merging)
         updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in kind.SUMS]
         updates += [f"{c} = {function}({table}.{c}, EXCLUDED.{c})" for c, function in kind.MERGES.items()]
         cursor.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) {_from_stage(stage, kind, key_fields)} "
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {stage} "
             f"ON CONFLICT ({', '.join(key_fields)}) DO UPDATE SET {', '.join(updates)}"
         )
         written += cursor.rowcount
@@ -799,15 +781,17 @@ def _add_postgresql(model: type[Model], key_fields: tuple[str, ...], kind: Any, 
     return written
 
 
+# The leading key columns of a time bucket: site, bucket size, start.
+_BUCKET = 3
+
+
 def _stored_buckets(cursor: Any, table: str, key_fields: tuple[str, ...], rows: list[Any]) -> set[tuple[Any, ...]]:
-    """The time buckets of ``rows`` (their keys up to bucket_start: site,
-    bucket size, start) that hold a row of ``table`` already. A batch
-    touches a few hundred buckets; each is one probe of the unique index,
-    whose leading columns these are."""
-    bucket = key_fields.index("bucket_start") + 1
-    if key_fields[:bucket] != ("site_id", "bucket_seconds", "bucket_start"):
+    """The time buckets of ``rows`` (their first _BUCKET key columns) that
+    hold a row of ``table`` already. A batch touches a few hundred buckets;
+    each is one probe of the unique index, whose leading columns these are."""
+    if key_fields[:_BUCKET] != ("site_id", "bucket_seconds", "bucket_start"):
         raise ValueError(f"{table}'s key does not start with its time bucket")
-    buckets = list({tuple(row[:bucket]) for row in rows})
+    buckets = list({tuple(row[:_BUCKET]) for row in rows})
     cursor.execute(
         "SELECT k.site_id, k.bucket_seconds, k.bucket_start "
         "FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[]) AS k(site_id, bucket_seconds, bucket_start) "
@@ -846,7 +830,7 @@ def _replace_postgresql(
             values = [*aggregate.sums, *aggregate.sketch_columns()]
         else:
             columns = aggregate.columns()
-            values = [*(columns[c] for c in kind.SUMS), *(orjson.dumps(columns[c]) for c in kind.MERGES)]
+            values = [columns[c] for c in kind.STORED]
         if item.pk is None:
             created.append([*key, *values])
         else:
