@@ -33,7 +33,14 @@ from pytest_django.live_server_helper import LiveServer
 from apps.vitals.beacon import rating_for
 from apps.vitals.models import Metric, Rating, Rollup, Site
 from apps.vitals.services import site_create
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, HERO_PNG, record_console_errors
+from tests.browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CSP_LISTENER,
+    HERO_PNG,
+    INTERACTION_REPORTED,
+    record_console_errors,
+)
 from tests.helpers import require
 from tests.vitals.helpers import CHROME_DESKTOP, drain
 
@@ -57,31 +64,6 @@ SETTLE_MS = 500
 # shop.js inserts its banner 600 ms after it runs, moving the hero: the
 # layout shift. It marks the page once the shift has been painted.
 LOADED_AND_SHIFTED = "() => document.querySelector('.hero').complete && document.documentElement.dataset.shifted"
-# Resolves once the click's Event Timing entry exists and an idle period has
-# passed: web-vitals hands INP over in an idle callback queued before this one.
-# Both the click's event entry and the long animation frame that ran
-# shop.js's handler must have been dispatched before the page is hidden:
-# web-vitals finds the INP's longest script in the frames it has seen by
-# then, and on a slow machine the frame's entry can come after the event's.
-INTERACTION_REPORTED = """() => new Promise((resolve) => {
-  const seen = new Set();
-  const saw = (what) => {
-    seen.add(what);
-    if (seen.size === 2) requestIdleCallback(() => resolve(), {timeout: 2000});
-  };
-  new PerformanceObserver((list, observer) => {
-    if (list.getEntries().some((entry) => entry.interactionId)) {
-      observer.disconnect();
-      saw("event");
-    }
-  }).observe({type: "event", buffered: true, durationThreshold: 16});
-  new PerformanceObserver((list, observer) => {
-    if (list.getEntries().some((frame) => frame.scripts.some((script) => script.sourceURL.endsWith("/shop.js")))) {
-      observer.disconnect();
-      saw("frame");
-    }
-  }).observe({type: "long-animation-frame", buffered: true});
-})"""
 
 
 class PageServer:
