@@ -46,32 +46,54 @@ def _redis_client() -> Any:
     return get_redis_connection("default")
 
 
+@dataclass(frozen=True)
+class Window:
+    """The counters of some limits in the current fixed window."""
+
+    limits: Sequence[Limit]
+    keys: list[str]
+    seconds: int
+    retry_after: int  # seconds until the window resets
+
+    def verdict(self, counts: Sequence[int]) -> Verdict:
+        """The verdict on one request, from its limits' counts after it."""
+        for limit, count in zip(self.limits, counts, strict=True):
+            if count > limit.per_window:
+                return Verdict(limit, self.retry_after)
+        return Verdict(None, self.retry_after)
+
+
+def current_window(limits: Sequence[Limit], *, window: int) -> Window:
+    """The counters to increment for a request now, ``window`` seconds
+    long. A counter lives a second longer than its window, so that one
+    incremented at its very end is still there when compared."""
+    now = time.time()
+    window_start = int(now // window) * window
+    retry_after = max(1, int(window_start + window - now))
+    keys = [f"perfhub:rl:{limit.scope}:{limit.identity}:{window_start}" for limit in limits]
+    return Window(limits, keys, window, retry_after)
+
+
 def hit(limits: Sequence[Limit], *, window: int) -> Verdict:
     """Count one request against every limit (per ``window`` seconds), in
     one Redis round trip for all of them. Fails open: when the cache is down,
     requests are allowed (and the failure logged), because losing beacons is
     worse than a burst."""
-    now = time.time()
-    window_start = int(now // window) * window
-    retry_after = max(1, int(window_start + window - now))
-    keys = [f"perfhub:rl:{limit.scope}:{limit.identity}:{window_start}" for limit in limits]
+    counters = current_window(limits, window=window)
     try:
         client = _redis_client()
         if client is not None:
             pipe = client.pipeline(transaction=False)
-            for key in keys:
+            for key in counters.keys:
                 pipe.incr(key)
                 pipe.expire(key, window + 1, nx=True)
             counts = [int(count) for count in pipe.execute()[::2]]
         else:
             counts = []
-            for key in keys:
+            for key in counters.keys:
                 cache.add(key, 0, timeout=window + 1)
                 counts.append(cache.incr(key))
     except Exception:
         logger.warning("rate limits not checked: cache unavailable", exc_info=True)
         return Verdict(None, 0)
-    for limit, count in zip(limits, counts, strict=True):
-        if count > limit.per_window:
-            return Verdict(limit, retry_after)
-    return Verdict(None, retry_after)
+    return counters.verdict(counts)

@@ -18,12 +18,12 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import Counter
 
-from apps.core.ratelimit import Limit, hit
-from apps.vitals.beacon import MAX_BODY_BYTES, BeaconError, decode_body, parse_beacon
+from apps.core.ratelimit import Limit, Verdict
+from apps.vitals.beacon import MAX_BODY_BYTES, BeaconError, ParsedBeacon, decode_body, parse_beacon
 from apps.vitals.models import RouteRule, Site
 from apps.vitals.normalize import country_for_ip, parse_user_agent
 from apps.vitals.selectors import site_cache_key
-from apps.vitals.services import beacon_ingest
+from apps.vitals.services import RateLimited, beacon_count, beacon_ingest
 
 logger = logging.getLogger(__name__)
 
@@ -135,19 +135,40 @@ def collect(request: HttpRequest) -> HttpResponse:
         # Refused before reading: an oversized body never reaches memory.
         return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413, origin)
     client_ip = _client_ip(request)
-    verdict = hit(
-        [
-            Limit("vitals-ip", client_ip, settings.VITALS_RATE_LIMIT_PER_IP),
-            Limit("vitals-site", str(site.pk), settings.VITALS_RATE_LIMIT_PER_SITE),
-        ],
-        window=60,
-    )
-    if verdict.refused is not None:
-        who = "IP" if verdict.refused.scope == "vitals-ip" else "site"
-        response = _error(f"too many beacons from this {who}; retry later", 429, origin)
-        response["Retry-After"] = str(verdict.retry_after)
+    limits = [
+        Limit("vitals-ip", client_ip, settings.VITALS_RATE_LIMIT_PER_IP),
+        Limit("vitals-site", str(site.pk), settings.VITALS_RATE_LIMIT_PER_SITE),
+    ]
+    outcome = _read_beacon(request, site, rules, client_ip, origin)
+    if isinstance(outcome, HttpResponse):
+        # Beacons refused or ignored count against the limits too, so that a
+        # flood of them gets its 429; a stored one is counted as it is
+        # stored, in the same Redis round trip.
+        verdict = beacon_count(limits=limits)
+        return outcome if verdict.refused is None else _too_many(verdict, origin)
+    parsed = outcome
+    try:
+        beacon_ingest(records=parsed.records, limits=limits)
+    except RateLimited as exc:
+        return _too_many(exc.verdict, origin)
+    except Exception:
+        logger.exception("beacon could not be stored")
+        response = _error("PerfHub cannot store beacons right now; retry later", 503, origin)
+        response["Retry-After"] = "30"
         return response
+    METRICS.labels(outcome="rejected").inc(parsed.rejected)
+    METRICS.labels(outcome="accepted").inc(len(parsed.records))
+    BEACONS.labels(outcome="accepted").inc()
+    body_out: dict[str, Any] = {"accepted": len(parsed.records), "rejected": parsed.rejected}
+    if parsed.errors:
+        body_out["errors"] = parsed.errors[:10]
+    return _answer(body_out, 202, origin, cors=True)
 
+
+def _read_beacon(
+    request: HttpRequest, site: Site, rules: list[tuple[str, str]], client_ip: str, origin: str
+) -> ParsedBeacon | HttpResponse:
+    """The beacon's records, or the answer when there are none to store."""
     # Capped read: a chunked body without Content-Length is bounded too.
     body = request.read(MAX_BODY_BYTES + 1)
     if not body.strip():
@@ -177,9 +198,8 @@ def collect(request: HttpRequest) -> HttpResponse:
         )
     except BeaconError as exc:
         return _error(exc.message, exc.status, origin, field=exc.field)
-
-    METRICS.labels(outcome="rejected").inc(parsed.rejected)
     if not parsed.records:
+        METRICS.labels(outcome="rejected").inc(parsed.rejected)
         first = parsed.errors[0]
         return _error(
             first["error"],
@@ -190,19 +210,14 @@ def collect(request: HttpRequest) -> HttpResponse:
             rejected=parsed.rejected,
             errors=parsed.errors[:10],
         )
-    try:
-        beacon_ingest(records=parsed.records)
-    except Exception:
-        logger.exception("beacon could not be stored")
-        response = _error("PerfHub cannot store beacons right now; retry later", 503, origin)
-        response["Retry-After"] = "30"
-        return response
-    METRICS.labels(outcome="accepted").inc(len(parsed.records))
-    BEACONS.labels(outcome="accepted").inc()
-    body_out: dict[str, Any] = {"accepted": len(parsed.records), "rejected": parsed.rejected}
-    if parsed.errors:
-        body_out["errors"] = parsed.errors[:10]
-    return _answer(body_out, 202, origin, cors=True)
+    return parsed
+
+
+def _too_many(verdict: Verdict, origin: str) -> JsonResponse:
+    who = "IP" if verdict.refused is not None and verdict.refused.scope == "vitals-ip" else "site"
+    response = _error(f"too many beacons from this {who}; retry later", 429, origin)
+    response["Retry-After"] = str(verdict.retry_after)
+    return response
 
 
 def _preflight(request: HttpRequest, key: str, origin: str) -> HttpResponse:

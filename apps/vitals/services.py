@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from apps.core.ratelimit import Limit, Verdict, current_window, hit
 from apps.resilience import breakers
 from apps.resilience.breakers import redis_stream
 from apps.vitals.beacon import REPORTED_BEFORE
@@ -486,25 +487,55 @@ def site_update(
     return site
 
 
-def beacon_ingest(*, records: list[dict[str, Any]]) -> str:
-    """Make a beacon's records durable; returns where they went.
+# Beacon rate limits count per minute.
+BEACON_RATE_WINDOW = 60
+
+
+class RateLimited(Exception):
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"rate limit {verdict.refused} exceeded")
+        self.verdict = verdict
+
+
+def beacon_ingest(*, records: list[dict[str, Any]], limits: Sequence[Limit] = ()) -> str:
+    """Make a beacon's records durable, counting it against ``limits``;
+    returns where they went.
 
     With Redis configured, into the beacon stream (the worker writes them to
-    the database); when Redis fails, or its breaker is open, straight into
-    the database instead. On the embedded default, into the database. Raises
-    if the records could not be made durable anywhere.
+    the database), in the same round trip as the count; when Redis fails, or
+    its breaker is open, straight into the database instead. On the embedded
+    default, into the database. Raises RateLimited, having stored nothing,
+    when the beacon exceeds a limit, and any other error if the records
+    could not be made durable anywhere.
     """
     if settings.REDIS_URL:
         try:
-            redis_stream.call(stream_append, records)
-            return "stream"
+            verdict = redis_stream.call(stream_append, records, current_window(limits, window=BEACON_RATE_WINDOW))
         except pybreaker.CircuitBreakerError:
             pass
         except Exception:
             logger.warning("beacon stream unavailable; writing to the database", exc_info=True)
+        else:
+            if verdict.refused is not None:
+                raise RateLimited(verdict)
+            return "stream"
+        _check_limits(limits)
         # The fallback has its own breaker: with Redis and PostgreSQL both
         # failing, answer 503 at once rather than wait on the database too.
         breakers.breaker("database").call(metrics_store, records=records)
         return "database"
+    _check_limits(limits)
     metrics_store(records=records)
     return "database"
+
+
+def beacon_count(*, limits: Sequence[Limit]) -> Verdict:
+    """Count a beacon that will not be stored (refused, or from a bot)
+    against ``limits``: a flood of those is limited too."""
+    return hit(limits, window=BEACON_RATE_WINDOW)
+
+
+def _check_limits(limits: Sequence[Limit]) -> None:
+    verdict = beacon_count(limits=limits)
+    if verdict.refused is not None:
+        raise RateLimited(verdict)

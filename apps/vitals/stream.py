@@ -9,6 +9,7 @@ Re-delivery is harmless: a metric already stored with the same value
 changes nothing (see services.metrics_store).
 """
 
+import functools
 import gc
 import logging
 import os
@@ -25,6 +26,8 @@ import orjson
 import redis
 from django.conf import settings
 from django.db import DatabaseError
+
+from apps.core.ratelimit import Verdict, Window
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +104,51 @@ def decode_records(payload: bytes) -> list[dict[str, Any]]:
     return records
 
 
-def stream_append(records: list[dict[str, Any]]) -> str:
-    """Append one beacon's records; returns the entry id."""
-    entry_id = redis_client().xadd(STREAM, {"r": encode_records(records)})
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+# Counts a beacon against its rate limits and appends it to the stream only
+# if none is exceeded: one round trip where a rate-limit pipeline and an XADD
+# took two, and each Redis call is a good part of a beacon's cost
+# (bench/ingest.py).
+# KEYS: the limits' counters, then the stream. ARGV: the counters' lifetime,
+# each limit's allowance, then the entry. Returns the counts, and the entry
+# id after them when appended.
+_APPEND_WITHIN_LIMITS = """
+local limits = #KEYS - 1
+local replies = {}
+local allowed = true
+for i = 1, limits do
+  local count = redis.call('INCR', KEYS[i])
+  if count == 1 then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+  end
+  replies[i] = count
+  if count > tonumber(ARGV[i + 1]) then
+    allowed = false
+  end
+end
+if allowed then
+  replies[limits + 1] = redis.call('XADD', KEYS[limits + 1], '*', 'r', ARGV[limits + 2])
+end
+return replies
+"""
+
+
+@functools.cache
+def _append_within_limits() -> Any:
+    # redis-py's Script runs EVALSHA, and loads the script when Redis has
+    # not seen it (a restart, SCRIPT FLUSH). Each call passes the client.
+    return redis_client().register_script(_APPEND_WITHIN_LIMITS)
+
+
+def stream_append(records: list[dict[str, Any]], counters: Window) -> Verdict:
+    """Count one beacon against the rate limits of ``counters`` and append
+    its records (one XADD, durable once Redis acknowledges it) unless one of
+    them is exceeded, atomically."""
+    replies = _append_within_limits()(
+        keys=[*counters.keys, STREAM],
+        args=[counters.seconds + 1, *(limit.per_window for limit in counters.limits), encode_records(records)],
+        client=redis_client(),
+    )
+    return counters.verdict([int(count) for count in replies[: len(counters.keys)]])
 
 
 def stream_backlog() -> int:

@@ -283,6 +283,25 @@ def test_a_flood_from_one_ip_gets_429_with_retry_after(client: Client, site: Sit
     assert "too many beacons from this IP" in refused.json()["error"]
     # Another client is not affected.
     assert post(client, site, beacon(lcp(n=10)), REMOTE_ADDR="198.51.100.10").status_code == 202
+    # Refused beacons were not stored: on the production path the count and
+    # the append are one script, which appends only within the limits.
+    drain()
+    assert Metric.objects.filter(site=site).count() == 4
+
+
+def test_a_flood_of_bad_or_bot_beacons_gets_429_too(client: Client, site: Site, settings: SettingsWrapper) -> None:
+    settings.VITALS_RATE_LIMIT_PER_IP = 3
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    statuses = [
+        post(client, site, "{not json", REMOTE_ADDR="198.51.100.9").status_code,
+        post(client, site, beacon(lcp(value=-5)), REMOTE_ADDR="198.51.100.9").status_code,
+        post(client, site, beacon(lcp()), user_agent=googlebot, REMOTE_ADDR="198.51.100.9").status_code,
+        post(client, site, "{not json", REMOTE_ADDR="198.51.100.9").status_code,
+        post(client, site, beacon(lcp()), REMOTE_ADDR="198.51.100.9").status_code,
+    ]
+    assert statuses == [400, 400, 202, 429, 429]
+    drain()
+    assert not Metric.objects.filter(site=site).exists()
 
 
 def test_a_site_wide_limit_applies_across_ips(client: Client, site: Site, settings: SettingsWrapper) -> None:

@@ -199,3 +199,13 @@ def test_batches_are_written_with_automatic_collection_off_and_it_comes_back_on(
         assert gc.get_freeze_count() > 0
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_beacon_is_appended_after_redis_forgot_the_script(client: Client, site: Site) -> None:
+    """The count-and-append script runs by its hash; a Redis restarted or
+    told to SCRIPT FLUSH no longer has it, and it is loaded again."""
+    require(redis_configured() and postgres_configured(), "the stream needs Redis and PostgreSQL")
+    assert post(client, site, beacon(lcp(n=1))).status_code == 202
+    redis_client().script_flush()
+    assert post(client, site, beacon(lcp(n=2))).status_code == 202
+    assert redis_client().xlen(STREAM) == 2
