@@ -10,10 +10,11 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import Counter
@@ -91,8 +92,10 @@ def _origin_allowed(site: Site, origin: str, request: HttpRequest) -> bool:
     return "*" in site.allowed_origins or origin in site.allowed_origins
 
 
-def _answer(body: dict[str, Any], status: int, origin: str, *, cors: bool) -> JsonResponse:
-    response = JsonResponse(body, status=status)
+def _answer(body: dict[str, Any], status: int, origin: str, *, cors: bool) -> HttpResponse:
+    # orjson rather than JsonResponse and the json module: 5 rather than 12
+    # microseconds for these small answers (timeit), on the hottest path.
+    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
     if cors and origin:
         response["Access-Control-Allow-Origin"] = origin
     response["Vary"] = "Origin"
@@ -102,7 +105,7 @@ def _answer(body: dict[str, Any], status: int, origin: str, *, cors: bool) -> Js
 
 def _error(
     message: str, status: int, origin: str, *, field: str | None = None, cors: bool = True, **extra: Any
-) -> JsonResponse:
+) -> HttpResponse:
     BEACONS.labels(outcome=f"http_{status}").inc()
     return _answer({"error": message, "field": field, **extra}, status, origin, cors=cors)
 
@@ -213,7 +216,7 @@ def _read_beacon(
     return parsed
 
 
-def _too_many(verdict: Verdict, origin: str) -> JsonResponse:
+def _too_many(verdict: Verdict, origin: str) -> HttpResponse:
     who = "IP" if verdict.refused is not None and verdict.refused.scope == "vitals-ip" else "site"
     response = _error(f"too many beacons from this {who}; retry later", 429, origin)
     response["Retry-After"] = str(verdict.retry_after)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from apps.vitals.beacon import REPORTED_BEFORE, parse_beacon
+from apps.vitals.beacon import REPORTED_BEFORE, decode_body, parse_beacon
 from apps.vitals.collect import forget_cached_sites
 from apps.vitals.models import BUILTIN_SITE, Metric, Rating, Rollup, RouteRule, Site
 from apps.vitals.normalize import parse_user_agent
@@ -171,6 +171,34 @@ def test_nan_and_infinity_are_rejected_per_metric(client: Client, site: Site) ->
     assert response.status_code == 202
     assert response.json()["accepted"] == 1
     assert {e["error"] for e in response.json()["errors"]} == {"value must be finite"}
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        pytest.param(json.dumps(beacon(lcp())).encode("utf-16"), 2310.5, id="utf-16"),
+        pytest.param(b"\xef\xbb\xbf" + json.dumps(beacon(lcp())).encode(), 2310.5, id="byte order mark"),
+        pytest.param(json.dumps(beacon(lcp(value=1e300))).replace("1e+300", "1e400").encode(), None, id="1e400"),
+    ],
+)
+def test_what_orjson_refuses_is_read_as_the_json_module_reads_it(
+    client: Client, site: Site, body: bytes, value: float | None
+) -> None:
+    assert decode_body(body) == json.loads(body)
+    response = post(client, site, body)
+    assert response.status_code == (202 if value else 400), response.json()
+    drain()
+    assert list(Metric.objects.filter(site=site).values_list("value", flat=True)) == ([value] if value else [])
+
+
+@pytest.mark.parametrize("field", ["release", "url"])
+def test_a_lone_surrogate_gets_400_not_a_failed_write(client: Client, site: Site, field: str) -> None:
+    # A JSON escape for half of a UTF-16 pair: valid JSON, but no text that
+    # PostgreSQL, SQLite or the stream could store.
+    response = post(client, site, json.dumps(beacon(lcp(), **{field: "https://shop.example.com/\ud800"})))
+    assert response.status_code == 400
+    assert response.json()["field"] == "$"
+    assert "lone surrogate" in response.json()["error"]
 
 
 @pytest.mark.parametrize(
