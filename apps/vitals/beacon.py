@@ -46,6 +46,7 @@ NAVIGATION_TYPES = frozenset(
 _METRIC_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # web-vitals ids are "v<major>-<Date.now() at page load>-<random>".
 _ID_TIMESTAMP = re.compile(r"^v\d+-(\d{13})-")
+_DAY_MS = 86_400_000
 _PAGEVIEW = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
@@ -157,10 +158,15 @@ def occurred_at_for(metric_id: str, *, received_at: datetime, sent_at_ms: float 
     match = _ID_TIMESTAMP.match(metric_id)
     if match is None or sent_at_ms is None:
         return received_at
-    offset_ms = received_at.timestamp() * 1000 - sent_at_ms
-    started_ms = int(match.group(1)) + offset_ms
-    started = datetime.fromtimestamp(started_ms / 1000, tz=UTC)
-    return min(max(started, received_at - timedelta(days=1)), received_at)
+    received_ms = received_at.timestamp() * 1000
+    started_ms = int(match.group(1)) + received_ms - sent_at_ms
+    # Kept in range before it becomes a datetime: a sent_at of 1e300 is
+    # finite, but no datetime.
+    if started_ms >= received_ms:
+        return received_at
+    if started_ms <= received_ms - _DAY_MS:
+        return received_at - timedelta(days=1)
+    return datetime.fromtimestamp(started_ms / 1000, tz=UTC)
 
 
 def _clean_attribution(raw: object) -> dict[str, Any]:
@@ -174,17 +180,24 @@ def _clean_attribution(raw: object) -> dict[str, Any]:
             continue
         if isinstance(value, dict):
             nested = {
-                k: v for k, v in list(value.items())[:10] if isinstance(k, str) and _is_number(v) and math.isfinite(v)
+                k: v for k, v in list(value.items())[:10] if isinstance(k, str) and _is_storable_number(v)
             }
             if nested:
                 cleaned[key] = nested
         elif isinstance(value, str):
             cleaned[key] = value[:MAX_ATTRIBUTION_STRING]
-        elif _is_number(value) and math.isfinite(value) or isinstance(value, bool):
+        elif _is_storable_number(value) or isinstance(value, bool):
             cleaned[key] = value
-    if len(json.dumps(cleaned, ensure_ascii=False).encode()) > MAX_ATTRIBUTION_BYTES:
+    if len(orjson.dumps(cleaned)) > MAX_ATTRIBUTION_BYTES:
         return {}
     return cleaned
+
+
+def _is_storable_number(value: object) -> bool:
+    # The stream's JSON (orjson) takes integers of at most 64 bits.
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_number(value) and -(2**63) <= value < 2**64
 
 
 def _metric_error(errors: list[dict[str, str]], index: int, key: str, message: str) -> None:

@@ -3,6 +3,7 @@ run uses: the Redis stream and the worker's consumer (DATABASE_URL and
 REDIS_URL set), or in-request database writes (the embedded default)."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -189,6 +190,29 @@ def test_what_orjson_refuses_is_read_as_the_json_module_reads_it(
     assert response.status_code == (202 if value else 400), response.json()
     drain()
     assert list(Metric.objects.filter(site=site).values_list("value", flat=True)) == ([value] if value else [])
+
+
+@pytest.mark.parametrize("sent_at", [1e300, -1e300, 10**30])
+def test_a_sent_at_far_off_any_clock_is_stored_at_the_arrival_or_a_day_before(
+    client: Client, site: Site, sent_at: float
+) -> None:
+    response = post(client, site, beacon(lcp(), sent_at=sent_at))
+    assert response.status_code == 202
+    drain()
+    row = Metric.objects.get(site=site)
+    assert timezone.now() - timedelta(days=1, minutes=1) <= row.occurred_at <= timezone.now()
+
+
+def test_an_integer_beyond_64_bits_in_attribution_is_dropped_not_a_failed_write(client: Client, site: Site) -> None:
+    # NaN sends the body to the json module, which keeps big integers whole;
+    # the stream's JSON cannot write them.
+    metrics = [{"name": "CLS", "value": "NaN", "id": "a"}, lcp(attribution={"huge": 10**30, "url": "/hero.png"})]
+    raw = json.dumps(beacon(*metrics)).replace('"NaN"', "NaN")
+    response = post(client, site, raw)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 1
+    drain()
+    assert Metric.objects.get(site=site).attribution == {"url": "/hero.png"}
 
 
 @pytest.mark.parametrize("field", ["release", "url"])
