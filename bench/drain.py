@@ -233,8 +233,9 @@ class Fill:
 
 
 def fill(site: "Site", args: argparse.Namespace) -> Fill:
-    """Append --metrics records to the stream, one entry per beacon, as the
-    endpoint does (apps.vitals.stream.stream_append), but pipelined."""
+    """Append --metrics records to the stream, one entry per beacon encoded
+    as the endpoint encodes it (apps.vitals.stream.stream_append), but
+    pipelined and without the endpoint's rate limits."""
     from django.utils import timezone
 
     from apps.vitals.beacon import parse_beacon
