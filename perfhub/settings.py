@@ -5,7 +5,6 @@ the local-memory cache, data under ./var). Setting DATABASE_URL and REDIS_URL
 moves it to the production path. See docs/configuration.md for every variable.
 """
 
-import logging
 import secrets
 from pathlib import Path
 
@@ -300,12 +299,6 @@ LOG_LEVEL = env_str("PERFHUB_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"PERFHUB_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
 
-# Neither format shows a thread or process name or a pid, and every log
-# record would look them up (os.getpid() is a system call each time): 1.7 of
-# the 4.1 microseconds it took to make a record (timeit, Logger.makeRecord).
-logging.logThreads = False
-logging.logProcesses = False
-logging.logMultiprocessing = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
