@@ -179,9 +179,7 @@ def _clean_attribution(raw: object) -> dict[str, Any]:
         if not isinstance(key, str) or len(key) > 64:
             continue
         if isinstance(value, dict):
-            nested = {
-                k: v for k, v in list(value.items())[:10] if isinstance(k, str) and _is_storable_number(v)
-            }
+            nested = {k: v for k, v in list(value.items())[:10] if isinstance(k, str) and _is_storable_number(v)}
             if nested:
                 cleaned[key] = nested
         elif isinstance(value, str):
