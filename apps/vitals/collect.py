@@ -142,14 +142,21 @@ def collect(request: HttpRequest) -> HttpResponse:
         Limit("vitals-ip", client_ip, settings.VITALS_RATE_LIMIT_PER_IP),
         Limit("vitals-site", str(site.pk), settings.VITALS_RATE_LIMIT_PER_SITE),
     ]
-    outcome = _read_beacon(request, site, rules, client_ip, origin)
-    if isinstance(outcome, HttpResponse):
+    try:
+        parsed = _read_beacon(request, site, rules, client_ip)
+    except BeaconError as exc:
+        refusal: BeaconError | None = exc
+        parsed = None
+    else:
+        refusal = None
+    if parsed is None or not parsed.records:
         # Beacons refused or ignored count against the limits too, so that a
         # flood of them gets its 429; a stored one is counted as it is
         # stored, in the same Redis round trip.
         verdict = beacon_count(limits=limits)
-        return outcome if verdict.refused is None else _too_many(verdict, origin)
-    parsed = outcome
+        if verdict.refused is not None:
+            return _too_many(verdict, origin)
+        return _not_stored(parsed, refusal, origin)
     try:
         beacon_ingest(records=parsed.records, limits=limits)
     except RateLimited as exc:
@@ -168,52 +175,50 @@ def collect(request: HttpRequest) -> HttpResponse:
     return _answer(body_out, 202, origin, cors=True)
 
 
-def _read_beacon(
-    request: HttpRequest, site: Site, rules: list[tuple[str, str]], client_ip: str, origin: str
-) -> ParsedBeacon | HttpResponse:
-    """The beacon's records, or the answer when there are none to store."""
+def _read_beacon(request: HttpRequest, site: Site, rules: list[tuple[str, str]], client_ip: str) -> ParsedBeacon | None:
+    """The beacon's records (perhaps none, every metric rejected), or None
+    for a bot's. Raises BeaconError when the whole beacon is refused."""
     # Capped read: a chunked body without Content-Length is bounded too.
     body = request.read(MAX_BODY_BYTES + 1)
     if not body.strip():
-        return _error("empty body; expected a JSON object", 400, origin, field="$")
+        raise BeaconError("empty body; expected a JSON object", field="$")
     content_type = request.content_type or ""
     if content_type not in ACCEPTED_CONTENT_TYPES:
         shown = content_type[:50] or "missing"
-        return _error(f"content type {shown}; send text/plain or application/json", 415, origin)
-    try:
-        data = decode_body(body)
-    except BeaconError as exc:
-        return _error(exc.message, exc.status, origin, field=exc.field)
-
+        raise BeaconError(f"content type {shown}; send text/plain or application/json", status=415)
+    data = decode_body(body)
     client = parse_user_agent(request.headers.get("User-Agent", ""))
     if client.is_bot:
+        return None
+    return parse_beacon(
+        data,
+        site=site,
+        rules=rules,
+        client=client,
+        country=country_for_ip(client_ip),
+        referer=request.headers.get("Referer", ""),
+        received_at=timezone.now(),
+    )
+
+
+def _not_stored(parsed: ParsedBeacon | None, refusal: BeaconError | None, origin: str) -> HttpResponse:
+    """The answer to a beacon within its limits that stores nothing."""
+    if refusal is not None:
+        return _error(refusal.message, refusal.status, origin, field=refusal.field)
+    if parsed is None:
         BEACONS.labels(outcome="bot").inc()
         return _answer({"accepted": 0, "rejected": 0, "ignored": "bot"}, 202, origin, cors=True)
-    try:
-        parsed = parse_beacon(
-            data,
-            site=site,
-            rules=rules,
-            client=client,
-            country=country_for_ip(client_ip),
-            referer=request.headers.get("Referer", ""),
-            received_at=timezone.now(),
-        )
-    except BeaconError as exc:
-        return _error(exc.message, exc.status, origin, field=exc.field)
-    if not parsed.records:
-        METRICS.labels(outcome="rejected").inc(parsed.rejected)
-        first = parsed.errors[0]
-        return _error(
-            first["error"],
-            400,
-            origin,
-            field=first["field"],
-            accepted=0,
-            rejected=parsed.rejected,
-            errors=parsed.errors[:10],
-        )
-    return parsed
+    METRICS.labels(outcome="rejected").inc(parsed.rejected)
+    first = parsed.errors[0]
+    return _error(
+        first["error"],
+        400,
+        origin,
+        field=first["field"],
+        accepted=0,
+        rejected=parsed.rejected,
+        errors=parsed.errors[:10],
+    )
 
 
 def _too_many(verdict: Verdict, origin: str) -> HttpResponse:

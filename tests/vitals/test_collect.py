@@ -344,6 +344,8 @@ def test_a_flood_from_one_ip_gets_429_with_retry_after(client: Client, site: Sit
 def test_a_flood_of_bad_or_bot_beacons_gets_429_too(client: Client, site: Site, settings: SettingsWrapper) -> None:
     settings.VITALS_RATE_LIMIT_PER_IP = 3
     googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    outcomes = ("http_400", "bot", "http_429")
+    before = {o: REGISTRY.get_sample_value("perfhub_vitals_beacons_total", {"outcome": o}) or 0 for o in outcomes}
     statuses = [
         post(client, site, "{not json", REMOTE_ADDR="198.51.100.9").status_code,
         post(client, site, beacon(lcp(value=-5)), REMOTE_ADDR="198.51.100.9").status_code,
@@ -352,6 +354,10 @@ def test_a_flood_of_bad_or_bot_beacons_gets_429_too(client: Client, site: Site, 
         post(client, site, beacon(lcp()), REMOTE_ADDR="198.51.100.9").status_code,
     ]
     assert statuses == [400, 400, 202, 429, 429]
+    # Each beacon is counted under one outcome: a refused bad one as a 429,
+    # not as a 400 too.
+    after = {o: REGISTRY.get_sample_value("perfhub_vitals_beacons_total", {"outcome": o}) or 0 for o in outcomes}
+    assert {o: after[o] - before[o] for o in outcomes} == {"http_400": 2, "bot": 1, "http_429": 2}
     drain()
     assert not Metric.objects.filter(site=site).exists()
 
