@@ -374,24 +374,35 @@ _FILTER = re.compile(
 )
 
 
-def _filtered_columns(table: str, columns: set[str], indexed_leads: set[str]) -> list[str]:
-    """Columns of ``table`` that this database's statements filter on,
-    most called first, leaving out those an index already leads with."""
+def _statements_by_table(tables: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """For each of ``tables``, the 200 most called statements of this
+    database that name it, in one query whatever the number of tables."""
     schema = statements_schema()
     if schema is None:
-        return []
+        return {}
     try:
         with transaction.atomic():
             rows = fetch_all(
-                f"SELECT query, calls FROM {quote_ident(schema)}.pg_stat_statements"  # noqa: S608
+                "SELECT t.name, s.query, s.calls FROM unnest(%s::text[], %s::text[]) AS t(name, pattern)"  # noqa: S608
+                " CROSS JOIN LATERAL ("
+                f" SELECT query, calls FROM {quote_ident(schema)}.pg_stat_statements"
                 " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND query ~* %s ORDER BY calls DESC LIMIT 200",
-                [rf"\m{re.escape(table)}\M"],
+                " AND query ~* t.pattern ORDER BY calls DESC LIMIT 200) s",
+                [tables, [rf"\m{re.escape(table)}\M" for table in tables]],
             )
     except DatabaseError:
-        return []
-    counts: Counter[str] = Counter()
+        return {}
+    by_table: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
+        by_table.setdefault(row["name"], []).append(row)
+    return by_table
+
+
+def _filtered_columns(statements: list[dict[str, Any]], columns: set[str], indexed_leads: set[str]) -> list[str]:
+    """Columns that ``statements`` filter on, most called first, leaving
+    out those an index already leads with."""
+    counts: Counter[str] = Counter()
+    for row in statements:
         for col in _FILTER.findall(row["query"]):
             name = col.lower() if col.lower() in columns else col
             if name in columns and name not in indexed_leads:
@@ -400,11 +411,19 @@ def _filtered_columns(table: str, columns: set[str], indexed_leads: set[str]) ->
 
 
 def missing_index_candidates() -> list[dict[str, Any]]:
+    # The same few queries however many tables qualify: each table's
+    # columns and the columns its indexes lead with come along as arrays,
+    # and one query fetches the statements naming any of them.
     tables = fetch_all(
         """
-        SELECT s.relid, s.schemaname AS schema, s.relname AS "table", s.seq_scan AS seq_scans,
+        SELECT s.schemaname AS schema, s.relname AS "table", s.seq_scan AS seq_scans,
                s.seq_tup_read AS rows_read_sequentially, coalesce(s.idx_scan, 0) AS index_scans,
-               s.n_live_tup AS live_rows
+               s.n_live_tup AS live_rows,
+               array(SELECT attname::text FROM pg_attribute
+                     WHERE attrelid = s.relid AND attnum > 0 AND NOT attisdropped) AS columns,
+               array(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                     WHERE i.indrelid = s.relid) AS indexed_leads
         FROM pg_stat_user_tables s
         WHERE s.n_live_tup >= %s AND s.seq_scan >= %s AND s.seq_scan > coalesce(s.idx_scan, 0)
         ORDER BY s.seq_tup_read DESC
@@ -412,23 +431,11 @@ def missing_index_candidates() -> list[dict[str, Any]]:
         """,
         [MISSING_INDEX_MIN_ROWS, MISSING_INDEX_MIN_SEQ_SCANS],
     )
+    statements = _statements_by_table(sorted({table["table"] for table in tables}))
     for table in tables:
-        relid = table.pop("relid")
-        columns = {
-            row["attname"]
-            for row in fetch_all(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped", [relid]
-            )
-        }
-        indexed_leads = {
-            row["attname"]
-            for row in fetch_all(
-                "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
-                " ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = %s",
-                [relid],
-            )
-        }
-        filtered = _filtered_columns(table["table"], columns, indexed_leads)
+        columns = set(table.pop("columns"))
+        indexed_leads = set(table.pop("indexed_leads"))
+        filtered = _filtered_columns(statements.get(table["table"], []), columns, indexed_leads)
         if filtered:
             column = filtered[0]
             index_name = f"{table['table']}_{column}_idx"[:63]

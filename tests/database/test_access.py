@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.database.models import Snapshot, StatementStat, StatementText
 from apps.database.services import snapshot_take
-from tests.database.helpers import require_statements
+from tests.database.helpers import execute, flush_table_stats, require_statements
 
 pytestmark = pytest.mark.django_db
 
@@ -134,7 +134,9 @@ def test_the_page_has_no_inline_script_or_style(viewer_client: Client) -> None:
 @pytest.mark.django_db(transaction=True)
 # The computation's queries, not the short response cache's single lookup.
 @override_settings(STATS_CACHE_SECONDS=0)
-def test_the_stats_queries_do_not_grow_with_the_statements(viewer_client: Client) -> None:
+def test_the_stats_queries_do_not_grow_with_the_statements_or_tables(
+    viewer_client: Client, scratch_tables: list[str]
+) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("snapshots are PostgreSQL's")
     snapshot_take()
@@ -151,6 +153,17 @@ def test_the_stats_queries_do_not_grow_with_the_statements(viewer_client: Client
         StatementStat(snapshot=newest, queryid=-n, calls=n, total_exec_time=n, rows=n) for n in range(1, 101)
     )
     StatementText.objects.bulk_create(StatementText(queryid=-n, query=f"SELECT {n}") for n in range(1, 101))
+    # Three more tables for the missing-index advice, each with a statement naming it.
+    for n in range(3):
+        table = f"perfhub_count_demo_{n}"
+        scratch_tables.append(table)
+        execute(f"CREATE TABLE {table} (id bigint, customer integer)")
+        execute(f"INSERT INTO {table} SELECT g, g % 100 FROM generate_series(1, 2000) g")  # noqa: S608
+        for customer in range(12):
+            execute(f"SELECT count(*) FROM {table} WHERE customer = %s", [customer])  # noqa: S608
+    flush_table_stats()
+    advised = {t["table"] for t in viewer_client.get(STATS).json()["index_advice"]["missing"]}
+    assert {f"perfhub_count_demo_{n}" for n in range(3)} <= advised
 
     assert count() == before
 

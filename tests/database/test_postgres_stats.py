@@ -3,7 +3,6 @@
 import io
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -25,16 +24,6 @@ from tests.database.helpers import (
 )
 
 FIVE_MINUTES = selectors.WINDOWS["5m"]
-
-
-@pytest.fixture
-def scratch_tables() -> Iterator[list[str]]:
-    """Tables a test creates outside Django's models, dropped afterwards
-    (transaction=True tests commit them)."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        execute(f"DROP TABLE IF EXISTS {name}")
 
 
 @pytest.mark.django_db(transaction=True)
