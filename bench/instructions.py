@@ -83,7 +83,9 @@ def child(args: argparse.Namespace) -> None:
 
         body = application(environ, start_response)
         b"".join(body)
-        body.close()
+        close = getattr(body, "close", None)
+        if close is not None:  # as a WSGI server must
+            close()
         if not status[0].startswith("200"):
             raise SystemExit(f"GET {args.path} answered {status[0]}")
 

@@ -39,7 +39,7 @@ from django_prometheus.middleware import Metrics
 from apps.metrics.instruments import REQUESTS_IN_FLIGHT, VIEW_CACHE_SECONDS, VIEW_DB_SECONDS, view_name
 from apps.metrics.logging import request_id_var
 from apps.metrics.query_insight import query_sample_record, query_sample_start
-from apps.metrics.timing import request_ledger
+from apps.metrics.timing import RequestLedger, request_ledger
 
 request_logger = logging.getLogger("perfhub.request")
 
@@ -52,9 +52,35 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"})
 
 
-class InstrumentationMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+def request_id_for(incoming: str) -> str:
+    """The request's id: an upstream proxy's, when it is a safe one, so one
+    id follows the request through every hop; else a new one."""
+    if _VALID_REQUEST_ID.match(incoming):
+        return incoming
+    # 128 random bits as hex. An id only has to be unique, not secret (a
+    # client may send its own): Python's random, reseeded in every forked
+    # worker, is enough, and unlike secrets it makes no system call per
+    # request.
+    return f"{random.getrandbits(128):032x}"
+
+
+def server_timing(seconds: float, ledger: RequestLedger) -> str:
+    """The ``Server-Timing`` header of a request that took ``seconds``."""
+    db_ms = ledger.db_seconds * 1000
+    cache_ms = ledger.cache_seconds * 1000
+    return (
+        f'db;dur={db_ms:.2f};desc="{ledger.db_queries} queries", '
+        f'cache;dur={cache_ms:.2f};desc="{ledger.cache_calls} calls", '
+        f"app;dur={max(seconds * 1000 - db_ms - cache_ms, 0.0):.2f}"
+    )
+
+
+class RequestInstruments:
+    """The Prometheus series and the log line of a finished request. Both
+    of PerfHub's ways in record through one instance each: this module's
+    middleware, and the beacon endpoint's WSGI path (apps.vitals.wsgi)."""
+
+    def __init__(self) -> None:
         self.metrics = Metrics.get_instance()
         # prometheus-client's labels() stringifies the values, takes the
         # metric's lock and searches its children on every call; a metric's
@@ -63,15 +89,71 @@ class InstrumentationMiddleware:
         # statuses).
         self._children: dict[tuple[Any, ...], Any] = {}
 
+    def record(
+        self,
+        *,
+        view: str,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        ledger: RequestLedger,
+        secure: bool,
+        user: Any = None,
+    ) -> None:
+        label_method = method if method in _METHODS else "<invalid method>"
+        metrics = self.metrics
+        transport = "https" if secure else "http"
+        self.child(metrics.requests_by_view_transport_method, view=view, transport=transport, method=label_method).inc()
+        self.child(metrics.responses_by_status_view_method, status=status, view=view, method=label_method).inc()
+        self.child(metrics.requests_latency_by_view_method, view=view, method=label_method).observe(seconds)
+        self.child(VIEW_DB_SECONDS, view=view).observe(ledger.db_seconds)
+        self.child(VIEW_CACHE_SECONDS, view=view).observe(ledger.cache_seconds)
+
+        if request_logger.isEnabledFor(logging.INFO):
+            duration_ms = seconds * 1000
+            # makeRecord and handle are what Logger.info does, without
+            # findCaller: walking the stack and working out this line's
+            # number was a tenth of the log line's cost, for a source
+            # location no request log format shows.
+            request_logger.handle(
+                request_logger.makeRecord(
+                    request_logger.name,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "%s %s %s %.1fms",
+                    (method, path, status, duration_ms),
+                    None,
+                    extra={
+                        "method": method,
+                        # The path only: query strings can carry site keys.
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(duration_ms, 2),
+                        "user_id": user.pk if user is not None and user.is_authenticated else None,
+                    },
+                )
+            )
+
+    def child(self, metric: Any, **labels: Any) -> Any:
+        # Each call site passes the same label names in the same order.
+        key = (metric, *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
+
+
+class InstrumentationMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.instruments = RequestInstruments()
+
     def __call__(self, request: HttpRequest) -> HttpResponse:
         # META rather than request.headers, which copies every header into
         # a new dict on first use.
-        incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-        # 128 random bits as hex. An id only has to be unique, not secret
-        # (a client may send its own): Python's random, reseeded in every
-        # forked worker, is enough, and unlike secrets it makes no system
-        # call per request.
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
+        request_id = request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
         request_id_token = request_id_var.set(request_id)
         start = time.perf_counter()
         REQUESTS_IN_FLIGHT.inc()
@@ -83,54 +165,21 @@ class InstrumentationMiddleware:
                 queries = query_sample_start(wrappers)
                 response = self.get_response(request)
             seconds = time.perf_counter() - start
-            db_ms = ledger.db_seconds * 1000
-            cache_ms = ledger.cache_seconds * 1000
-            response["Server-Timing"] = (
-                f'db;dur={db_ms:.2f};desc="{ledger.db_queries} queries", '
-                f'cache;dur={cache_ms:.2f};desc="{ledger.cache_calls} calls", '
-                f"app;dur={max(seconds * 1000 - db_ms - cache_ms, 0.0):.2f}"
-            )
+            response["Server-Timing"] = server_timing(seconds, ledger)
             response["X-Request-ID"] = request_id
-
             view = view_name(request)
-            method = request.method if request.method in _METHODS else "<invalid method>"
-            status = response.status_code
-            metrics = self.metrics
-            transport = "https" if request.is_secure() else "http"
-            self._child(metrics.requests_by_view_transport_method, view=view, transport=transport, method=method).inc()
-            self._child(metrics.responses_by_status_view_method, status=status, view=view, method=method).inc()
-            self._child(metrics.requests_latency_by_view_method, view=view, method=method).observe(seconds)
-            self._child(VIEW_DB_SECONDS, view=view).observe(ledger.db_seconds)
-            self._child(VIEW_CACHE_SECONDS, view=view).observe(ledger.cache_seconds)
+            self.instruments.record(
+                view=view,
+                method=request.method or "",
+                path=request.path,
+                status=response.status_code,
+                seconds=seconds,
+                ledger=ledger,
+                secure=request.is_secure(),
+                user=getattr(request, "user", None),
+            )
             if queries is not None:
                 query_sample_record(view=view, sample=queries)
-
-            if request_logger.isEnabledFor(logging.INFO):
-                duration_ms = seconds * 1000
-                user = getattr(request, "user", None)
-                # makeRecord and handle are what Logger.info does, without
-                # findCaller: walking the stack and working out this line's
-                # number was a tenth of the log line's cost, for a source
-                # location no request log format shows.
-                request_logger.handle(
-                    request_logger.makeRecord(
-                        request_logger.name,
-                        logging.INFO,
-                        __file__,
-                        0,
-                        "%s %s %s %.1fms",
-                        (request.method, request.path, status, duration_ms),
-                        None,
-                        extra={
-                            "method": request.method,
-                            # The path only: query strings can carry site keys.
-                            "path": request.path,
-                            "status": status,
-                            "duration_ms": round(duration_ms, 2),
-                            "user_id": user.pk if user is not None and user.is_authenticated else None,
-                        },
-                    )
-                )
             return response
         finally:
             REQUESTS_IN_FLIGHT.dec()
@@ -139,13 +188,5 @@ class InstrumentationMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         # Only exceptions raised by a view reach this hook; Django then turns
         # them into a 500 response, counted above like any other.
-        self._child(self.metrics.exceptions_by_type, type=type(exception).__name__).inc()
-        self._child(self.metrics.exceptions_by_view, view=view_name(request)).inc()
-
-    def _child(self, metric: Any, **labels: Any) -> Any:
-        # Each call site passes the same label names in the same order.
-        key = (metric, *labels.values())
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(**labels)
-        return child
+        self.instruments.child(self.instruments.metrics.exceptions_by_type, type=type(exception).__name__).inc()
+        self.instruments.child(self.instruments.metrics.exceptions_by_view, view=view_name(request)).inc()

@@ -3,16 +3,57 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpResponse
 from django.test import Client
+from django.test.client import ClientHandler
 
 from apps.vitals.models import Site
 from apps.vitals.services import metrics_store
 from apps.vitals.stream import StreamConsumer
+from apps.vitals.wsgi import BeaconApplication
 
 CHROME_DESKTOP = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
 ORIGIN = "https://shop.example.com"
+
+
+class _BeaconHandler(ClientHandler):
+    """Django's test handler behind BeaconApplication, as perfhub.wsgi puts
+    Django's WSGI handler behind it. A new BeaconApplication per request, so
+    that it reads the settings a test has overridden."""
+
+    def __call__(self, environ: dict[str, Any]) -> Any:  # an HttpResponse
+        passed_on = []
+        answered: dict[str, Any] = {}
+
+        def to_django(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            passed_on.append(environ)
+            return []
+
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            answered.update(status=int(status.split()[0]), headers=headers)
+
+        body = b"".join(BeaconApplication(to_django)(environ, start_response))
+        if passed_on:
+            return super().__call__(environ)
+        response = HttpResponse(body, status=answered["status"])
+        del response["Content-Type"]
+        for name, value in answered["headers"]:
+            response[name] = value
+        # What the test client reads after every request.
+        response.wsgi_request = WSGIRequest(environ)  # type: ignore[attr-defined]
+        return response
+
+
+class BeaconClient(Client):
+    """A test client whose requests reach the beacon endpoint as gunicorn
+    serves them: through perfhub.wsgi's BeaconApplication."""
+
+    def __init__(self, **defaults: Any) -> None:
+        super().__init__(**defaults)
+        self.handler = _BeaconHandler()
 
 
 def metric_id(n: int = 1, *, started_ms: int | None = None) -> str:

@@ -1,6 +1,9 @@
 """The beacon endpoint against DESIGN.md's contract, on whichever path this
 run uses: the Redis stream and the worker's consumer (DATABASE_URL and
-REDIS_URL set), or in-request database writes (the embedded default)."""
+REDIS_URL set), or in-request database writes (the embedded default).
+
+Every test runs twice: through the WSGI path gunicorn serves beacons by
+(apps.vitals.wsgi), and through Django's handler and the view."""
 
 import json
 from datetime import timedelta
@@ -17,9 +20,14 @@ from apps.vitals.beacon import REPORTED_BEFORE, decode_body, parse_beacon
 from apps.vitals.collect import forget_cached_sites
 from apps.vitals.models import BUILTIN_SITE, Metric, Rating, Rollup, RouteRule, Site
 from apps.vitals.normalize import parse_user_agent
-from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, metric_id, post
+from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, BeaconClient, beacon, drain, lcp, metric_id, post
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=["wsgi", "django"])
+def client(request: pytest.FixtureRequest) -> Client:
+    return BeaconClient() if request.param == "wsgi" else Client()
 
 
 @pytest.fixture(autouse=True)
