@@ -242,7 +242,7 @@ def fill(site: "Site", args: argparse.Namespace) -> Fill:
     from apps.vitals.management.commands.vitals_demo import COUNTRIES, DEVICE_FACTOR, ROUTES, USER_AGENTS, _pick
     from apps.vitals.management.commands.vitals_demo import Command as Demo
     from apps.vitals.normalize import parse_user_agent
-    from apps.vitals.stream import STREAM, encode_records
+    from apps.vitals.stream import STREAM, encode_beacon
 
     began = time.perf_counter()
     rng = random.Random(args.seed)
@@ -289,9 +289,9 @@ def fill(site: "Site", args: argparse.Namespace) -> Fill:
         )
         if parsed.errors:
             raise BenchError(f"a generated beacon was refused: {parsed.errors}")
-        appended += len(parsed.records)
-        days.update(record["day"] for record in parsed.records)
-        pipe.xadd(STREAM, {"r": encode_records(parsed.records)})
+        appended += parsed.accepted
+        days.update(fields["day"] for fields in parsed.own)
+        pipe.xadd(STREAM, {"r": encode_beacon(parsed.shared, parsed.own)})
         entries += 1
         if len(pipe) >= PIPELINE_ENTRIES:
             pipe.execute()

@@ -25,9 +25,12 @@ timeout = env_int("PERFHUB_WEB_TIMEOUT", 30, minimum=1)
 graceful_timeout = 20
 keepalive = 5
 # Recycle workers now and then so a slow leak cannot grow without bound; the
-# jitter keeps them from restarting all at once.
-max_requests = 20_000
-max_requests_jitter = 2_000
+# jitter keeps them from restarting all at once. Not too often: a worker
+# takes about a second to start, while the others answer its share, and
+# at 20,000 requests a worker busy with beacons restarted every ten
+# seconds or so (bench/ingest.py's p99 rose from 20 to 400-700 ms then).
+max_requests = 200_000
+max_requests_jitter = 20_000
 # PerfHub logs one line per request itself (with the request id).
 accesslog = None
 errorlog = "-"

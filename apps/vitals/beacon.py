@@ -6,6 +6,7 @@ is invalid on its own is rejected and counted while the rest of its beacon is
 kept.
 """
 
+import itertools
 import json
 import math
 import re
@@ -62,8 +63,23 @@ class BeaconError(Exception):
 
 @dataclass
 class ParsedBeacon:
-    records: list[dict[str, Any]] = field(default_factory=list)
+    """A beacon's accepted metrics, as the fields their records share (the
+    page, the client, the arrival) and each record's own, and its rejected
+    metrics' errors. Kept apart, the shared fields are built and encoded
+    for the stream once per beacon, not once per metric."""
+
+    shared: dict[str, Any] = field(default_factory=dict)
+    own: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Each accepted metric's whole record."""
+        return [{**self.shared, **fields} for fields in self.own]
+
+    @property
+    def accepted(self) -> int:
+        return len(self.own)
 
     @property
     def rejected(self) -> int:
@@ -172,30 +188,41 @@ def occurred_at_for(metric_id: str, *, received_at: datetime, sent_at_ms: float 
 def _clean_attribution(raw: object) -> dict[str, Any]:
     """Keep scalar values and one level of nesting (serverTiming), strings
     shortened; drop the lot if it is still too large."""
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         return {}
     cleaned: dict[str, Any] = {}
-    for key, value in list(raw.items())[:40]:
-        if not isinstance(key, str) or len(key) > 64:
+    # By exact type, as decoded JSON has them: five attribution objects a
+    # beacon, this is a good part of reading one.
+    for key, value in itertools.islice(raw.items(), 40):
+        if type(key) is not str or len(key) > 64:
             continue
-        if isinstance(value, dict):
-            nested = {k: v for k, v in list(value.items())[:10] if isinstance(k, str) and _is_storable_number(v)}
+        kind = type(value)
+        if kind is str:
+            cleaned[key] = value[:MAX_ATTRIBUTION_STRING]
+        elif (
+            kind is bool
+            or (kind is float and math.isfinite(value))
+            or (kind is int and _MIN_STORABLE_INT <= value <= _MAX_STORABLE_INT)
+        ):
+            cleaned[key] = value
+        elif kind is dict:
+            nested = {k: v for k, v in itertools.islice(value.items(), 10) if type(k) is str and _is_storable_number(v)}
             if nested:
                 cleaned[key] = nested
-        elif isinstance(value, str):
-            cleaned[key] = value[:MAX_ATTRIBUTION_STRING]
-        elif _is_storable_number(value) or isinstance(value, bool):
-            cleaned[key] = value
     if len(orjson.dumps(cleaned)) > MAX_ATTRIBUTION_BYTES:
         return {}
     return cleaned
 
 
+# The stream's JSON (orjson) takes integers of at most 64 bits.
+_MIN_STORABLE_INT = -(2**63)
+_MAX_STORABLE_INT = 2**64 - 1
+
+
 def _is_storable_number(value: object) -> bool:
-    # The stream's JSON (orjson) takes integers of at most 64 bits.
     if isinstance(value, float):
         return math.isfinite(value)
-    return _is_number(value) and -(2**63) <= value < 2**64
+    return _is_number(value) and _MIN_STORABLE_INT <= value <= _MAX_STORABLE_INT
 
 
 def _metric_error(errors: list[dict[str, str]], index: int, key: str, message: str) -> None:
@@ -252,8 +279,24 @@ def parse_beacon(
         raise BeaconError("sent_at must be a number of milliseconds since the epoch", field="sent_at")
 
     route = route_for(declared=declared_route or None, path=page.path, rules=rules, resolve_django=site.is_builtin)
-    weight = 1 / sample_rate
-    parsed = ParsedBeacon()
+    shared = {
+        "site_id": site.pk,
+        "received_at": received_at,
+        "weight": 1 / sample_rate,
+        "route": route,
+        "path": page.path,
+        "host": page.host,
+        "release": release,
+        "connection": connection,
+        "device_class": client.device_class,
+        "browser": client.browser[:40],
+        "browser_major": client.browser_major[:8],
+        "os": client.os[:40],
+        "country": country,
+    }
+    if pageview:
+        shared["pageview"] = pageview
+    parsed = ParsedBeacon(shared)
     seen: dict[str, int] = {}
     for index, metric in enumerate(metrics):
         if not isinstance(metric, dict):
@@ -284,35 +327,23 @@ def parse_beacon(
             continue
         navigation_type = metric.get("navigationType")
         occurred_at = occurred_at_for(metric_id, received_at=received_at, sent_at_ms=sent_at)
-        record = {
-            "site_id": site.pk,
+        fields = {
             "day": occurred_at.date(),
             "occurred_at": occurred_at,
-            "received_at": received_at,
             "metric_id": metric_id,
-            "pageview": pageview or metric_id,
             "name": name,
             "value": float(value),
             "rating": rating_for(name, value),
-            "weight": weight,
-            "route": route,
-            "path": page.path,
-            "host": page.host,
-            "release": release,
             "navigation_type": navigation_type if navigation_type in NAVIGATION_TYPES else "",
-            "connection": connection,
-            "device_class": client.device_class,
-            "browser": client.browser[:40],
-            "browser_major": client.browser_major[:8],
-            "os": client.os[:40],
-            "country": country,
             "attribution": _clean_attribution(metric.get("attribution")),
             REPORTED_BEFORE: not (_is_number(delta := metric.get("delta")) and delta == value),
         }
+        if not pageview:
+            fields["pageview"] = metric_id
         # A metric reported twice in one beacon counts once, with its latest value.
         if metric_id in seen:
-            parsed.records[seen[metric_id]] = record
+            parsed.own[seen[metric_id]] = fields
         else:
-            seen[metric_id] = len(parsed.records)
-            parsed.records.append(record)
+            seen[metric_id] = len(parsed.own)
+            parsed.own.append(fields)
     return parsed

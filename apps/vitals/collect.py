@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 BEACONS = Counter("perfhub_vitals_beacons", "Beacons received, by outcome.", ["outcome"])
 METRICS = Counter("perfhub_vitals_metrics", "Metrics received, by outcome.", ["outcome"])
+# Looked up once: labels() takes a lock and searches on every call.
+BEACONS_ACCEPTED = BEACONS.labels(outcome="accepted")
+METRICS_ACCEPTED = METRICS.labels(outcome="accepted")
+METRICS_REJECTED = METRICS.labels(outcome="rejected")
 
 ACCEPTED_CONTENT_TYPES = ("text/plain", "application/json")
 # A site's settings are read at most this often per process: key rotation
@@ -201,7 +205,7 @@ def answer_beacon(beacon: BeaconRequest) -> Answer:
         parsed = None
     else:
         refusal = None
-    if parsed is None or not parsed.records:
+    if parsed is None or not parsed.accepted:
         # Beacons refused or ignored count against the limits too, so that a
         # flood of them gets its 429; a stored one is counted as it is
         # stored, in the same Redis round trip.
@@ -210,7 +214,7 @@ def answer_beacon(beacon: BeaconRequest) -> Answer:
             return _too_many(verdict, origin)
         return _not_stored(parsed, refusal, origin)
     try:
-        beacon_ingest(records=parsed.records, limits=limits)
+        beacon_ingest(beacon=parsed, limits=limits)
     except RateLimited as exc:
         return _too_many(exc.verdict, origin)
     except Exception:
@@ -218,10 +222,11 @@ def answer_beacon(beacon: BeaconRequest) -> Answer:
         answer = _error("PerfHub cannot store beacons right now; retry later", 503, origin)
         answer.headers["Retry-After"] = "30"
         return answer
-    METRICS.labels(outcome="rejected").inc(parsed.rejected)
-    METRICS.labels(outcome="accepted").inc(len(parsed.records))
-    BEACONS.labels(outcome="accepted").inc()
-    body_out: dict[str, Any] = {"accepted": len(parsed.records), "rejected": parsed.rejected}
+    if parsed.rejected:
+        METRICS_REJECTED.inc(parsed.rejected)
+    METRICS_ACCEPTED.inc(parsed.accepted)
+    BEACONS_ACCEPTED.inc()
+    body_out: dict[str, Any] = {"accepted": parsed.accepted, "rejected": parsed.rejected}
     if parsed.errors:
         body_out["errors"] = parsed.errors[:10]
     return _answer(body_out, 202, origin, cors=True)
@@ -260,7 +265,7 @@ def _not_stored(parsed: ParsedBeacon | None, refusal: BeaconError | None, origin
     if parsed is None:
         BEACONS.labels(outcome="bot").inc()
         return _answer({"accepted": 0, "rejected": 0, "ignored": "bot"}, 202, origin, cors=True)
-    METRICS.labels(outcome="rejected").inc(parsed.rejected)
+    METRICS_REJECTED.inc(parsed.rejected)
     first = parsed.errors[0]
     return _error(
         first["error"],

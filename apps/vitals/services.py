@@ -17,7 +17,7 @@ from django.utils import timezone
 from apps.core.ratelimit import Limit, Verdict, current_window, hit
 from apps.resilience import breakers
 from apps.resilience.breakers import redis_stream
-from apps.vitals.beacon import REPORTED_BEFORE
+from apps.vitals.beacon import REPORTED_BEFORE, ParsedBeacon
 from apps.vitals.bulk import copy_rows, stage_create
 from apps.vitals.models import AttributionRollup, DimensionRollup, Metric, Rollup, RouteRule, Site, new_public_key
 from apps.vitals.normalize import validate_route_pattern
@@ -497,9 +497,9 @@ class RateLimited(Exception):
         self.verdict = verdict
 
 
-def beacon_ingest(*, records: list[dict[str, Any]], limits: Sequence[Limit] = ()) -> str:
-    """Make a beacon's records durable, counting it against ``limits``;
-    returns where they went.
+def beacon_ingest(*, beacon: ParsedBeacon, limits: Sequence[Limit] = ()) -> str:
+    """Make a beacon's accepted records durable, counting it against
+    ``limits``; returns where they went.
 
     With Redis configured, into the beacon stream (the worker writes them to
     the database), in the same round trip as the count; when Redis fails, or
@@ -510,7 +510,9 @@ def beacon_ingest(*, records: list[dict[str, Any]], limits: Sequence[Limit] = ()
     """
     if settings.REDIS_URL:
         try:
-            verdict = redis_stream.call(stream_append, records, current_window(limits, window=BEACON_RATE_WINDOW))
+            verdict = redis_stream.call(
+                stream_append, beacon.shared, beacon.own, current_window(limits, window=BEACON_RATE_WINDOW)
+            )
         except pybreaker.CircuitBreakerError:
             pass
         except Exception:
@@ -522,10 +524,10 @@ def beacon_ingest(*, records: list[dict[str, Any]], limits: Sequence[Limit] = ()
         _check_limits(limits)
         # The fallback has its own breaker: with Redis and PostgreSQL both
         # failing, answer 503 at once rather than wait on the database too.
-        breakers.breaker("database").call(metrics_store, records=records)
+        breakers.breaker("database").call(metrics_store, records=beacon.records)
         return "database"
     _check_limits(limits)
-    metrics_store(records=records)
+    metrics_store(records=beacon.records)
     return "database"
 
 

@@ -209,3 +209,16 @@ def test_a_beacon_is_appended_after_redis_forgot_the_script(client: Client, site
     redis_client().script_flush()
     assert post(client, site, beacon(lcp(n=2))).status_code == 202
     assert redis_client().xlen(STREAM) == 2
+
+
+def test_a_beacon_is_appended_after_redis_closed_the_connection(client: Client, site: Site) -> None:
+    """The append keeps a connection of its own; one that Redis closed
+    (a restart, a timeout, CLIENT KILL) is replaced without failing over to
+    the database."""
+    require(redis_configured() and postgres_configured(), "the stream needs Redis and PostgreSQL")
+    assert post(client, site, beacon(lcp(n=1))).status_code == 202
+    # Every client but the one asking, so the append's own connection too.
+    assert redis_client().client_kill_filter(_type="normal", skipme=True) >= 1
+    assert post(client, site, beacon(lcp(n=2))).status_code == 202
+    assert redis_client().xlen(STREAM) == 2
+    assert not Metric.objects.filter(site=site).exists()  # none went to the database
