@@ -73,6 +73,7 @@ from bench.common import (  # noqa: E402
     serve,
     until_answered,
 )
+from perfhub.env import default_web_workers  # noqa: E402
 
 WRK_SCRIPT = BASE_DIR / "bench" / "ingest.lua"
 TARGET_RATIO = 0.8
@@ -183,7 +184,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="instead of --redis-url, start a private redis-server on a free loopback port with "
         "appendonly yes and appendfsync always, so that a 202 means the beacon is on disk",
     )
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server (default: %(default)s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_web_workers(),
+        help="gunicorn workers per server (default: PerfHub's, this machine's CPUs + 1: %(default)s)",
+    )
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=1, help="collect/parse_only rounds (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load first (default: %(default)s)")

@@ -114,3 +114,14 @@ def data_dir() -> Path:
     path = Path(env_str("PERFHUB_DATA_DIR") or Path(__file__).resolve().parent.parent / "var").resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def default_web_workers() -> int:
+    """gunicorn workers unless PERFHUB_WEB_WORKERS says otherwise: one per
+    CPU this process may run on, and one more. A sync worker waits, idle,
+    on each Redis or database round trip; with only as many workers as
+    CPUs, beacons left a tenth of two CPUs unused, and a third worker
+    served a tenth more of them (bench/ingest.py --workers 2 and 3, in
+    bench/README.md). In a container, set it to match the CPU limit: the
+    affinity mask shows the node's CPUs, not the limit."""
+    return len(os.sched_getaffinity(0)) + 1

@@ -13,12 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from perfhub.env import data_dir, env_int, env_str
+from perfhub.env import data_dir, default_web_workers, env_int, env_str
 
 _multiproc_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir() / "prometheus")))
 
 bind = env_str("PERFHUB_BIND", "127.0.0.1:8000")
-workers = env_int("PERFHUB_WEB_WORKERS", 2, minimum=1, maximum=64)
+workers = env_int("PERFHUB_WEB_WORKERS", default_web_workers(), minimum=1, maximum=64)
 threads = env_int("PERFHUB_WEB_THREADS", 1, minimum=1, maximum=64)
 worker_class = "gthread" if threads > 1 else "sync"
 timeout = env_int("PERFHUB_WEB_TIMEOUT", 30, minimum=1)

@@ -11,7 +11,16 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.metrics.multiprocess import use_cached_pid
-from perfhub.env import data_dir, database_from_url, env_bool, env_float, env_int, env_list, env_str
+from perfhub.env import (
+    data_dir,
+    database_from_url,
+    default_web_workers,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
 
 # Before the apps are loaded, and with them the first Prometheus metric.
 use_cached_pid()
@@ -293,7 +302,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Operations -------------------------------------------------------------
 
-WEB_WORKERS = env_int("PERFHUB_WEB_WORKERS", 2, minimum=1, maximum=64)
+WEB_WORKERS = env_int("PERFHUB_WEB_WORKERS", default_web_workers(), minimum=1, maximum=64)
 LOG_JSON = env_bool("PERFHUB_LOG_JSON", False)
 LOG_LEVEL = env_str("PERFHUB_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
