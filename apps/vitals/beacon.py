@@ -346,4 +346,11 @@ def parse_beacon(
         else:
             seen[metric_id] = len(parsed.own)
             parsed.own.append(fields)
+    # The metrics of one page view start when it did (their ids carry its
+    # load time), so their time is usually one of the shared fields too.
+    if parsed.own and all(fields["occurred_at"] == parsed.own[0]["occurred_at"] for fields in parsed.own):
+        shared["day"] = parsed.own[0]["day"]
+        shared["occurred_at"] = parsed.own[0]["occurred_at"]
+        for fields in parsed.own:
+            del fields["day"], fields["occurred_at"]
     return parsed

@@ -10,13 +10,16 @@ from apps.vitals.collect import collect
 class BeaconMiddleware:
     """Answers the beacon endpoint without the middleware below it.
 
-    Beacons are most of PerfHub's requests, and the rest of the stack does
-    nothing for them: no session, user, CSRF token (the view is exempt),
-    message, template or static file. Going through it cost a sixth of a
-    beacon's time (bench/ingest.py). The request is still counted and logged
-    by the instrumentation above this middleware, and SecurityMiddleware
-    (HTTPS redirect, security headers) runs first; the host is validated
-    here, as CommonMiddleware would."""
+    Under gunicorn, beacons are answered before Django (apps.vitals.wsgi);
+    they come here under Django's own servers (runserver, the test client)
+    and when that path leaves them to Django (tracing on, the HTTPS
+    redirect). The rest of the stack does nothing for them: no session,
+    user, CSRF token (the view is exempt), message, template or static
+    file. Going through it cost a sixth of a beacon's time
+    (bench/ingest.py). The request is still counted and logged by the
+    instrumentation above this middleware, and SecurityMiddleware (HTTPS
+    redirect, security headers) runs first; the host is validated here, as
+    CommonMiddleware would."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -4,8 +4,8 @@ Beacons are most of PerfHub's requests, and Django's request machinery does
 nothing for them that the endpoint needs: it takes no session, user, CSRF
 token, template or URL parameter. Building a Django request and response,
 sending the request signals and passing the middleware layers cost about a
-third of a beacon's time, as much as the beacon's own checks and its Redis
-write together (bench/ingest.py). So perfhub.wsgi hands requests for the
+fifth of a beacon's time: without them, bench/ingest.py served 29% more
+beacons (bench/README.md). So perfhub.wsgi hands requests for the
 endpoint's path to ``BeaconApplication``, which reads the few things the
 endpoint needs from the WSGI environ and answers with the same function the
 Django view uses (apps.vitals.collect.answer_beacon); every other request

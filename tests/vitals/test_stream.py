@@ -11,12 +11,13 @@ from django.test import Client, override_settings
 
 from apps.resilience.breakers import redis_stream
 from apps.vitals import stream
+from apps.vitals.beacon import REPORTED_BEFORE
 from apps.vitals.collect import forget_cached_sites
 from apps.vitals.models import Metric, Rollup, Site
 from apps.vitals.services import metrics_store
 from apps.vitals.stream import GROUP, STREAM, StreamConsumer, gc_tuned_for_batches, redis_client
 from tests.helpers import BASE_DIR, PYTHON, postgres_configured, redis_configured, require, subprocess_env
-from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, post
+from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, metric_id, post
 
 pytestmark = pytest.mark.django_db
 
@@ -190,6 +191,19 @@ def test_a_beacons_entry_holds_its_shared_fields_once() -> None:
     decoded = stream.decode_records(stream.encode_records(records))
     assert [type(record["value"]) for record in decoded] == [float, int]
     assert [record["day"].isoformat() for record in decoded] == ["2026-11-27", "2026-11-27"]
+
+
+def test_the_endpoints_entry_holds_the_page_once_and_each_metric_its_own(client: Client, site: Site) -> None:
+    post(client, site, beacon(lcp(n=1), {"name": "CLS", "value": 0.02, "id": metric_id(2)}))
+    [(_, fields)] = redis_client().xrange(STREAM)
+    payload = json.loads(fields[b"r"])
+    # Both ids carry the same page load time: one moment, stored once.
+    assert {"site_id", "route", "path", "browser", "received_at", "occurred_at", "day"} <= set(payload["c"])
+    assert [sorted(own) for own in payload["m"]] == [
+        ["attribution", "metric_id", "name", "navigation_type", "rating", REPORTED_BEFORE, "value"]
+    ] * 2
+    assert drain() == 2
+    assert Metric.objects.filter(site=site).count() == 2
 
 
 def test_batches_are_written_with_automatic_collection_off_and_it_comes_back_on() -> None:
