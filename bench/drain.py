@@ -290,7 +290,7 @@ def fill(site: "Site", args: argparse.Namespace) -> Fill:
         if parsed.errors:
             raise BenchError(f"a generated beacon was refused: {parsed.errors}")
         appended += parsed.accepted
-        days.update(fields["day"] for fields in parsed.own)
+        days.update(record["day"] for record in parsed.records)
         pipe.xadd(STREAM, {"r": encode_beacon(parsed.shared, parsed.own)})
         entries += 1
         if len(pipe) >= PIPELINE_ENTRIES:
