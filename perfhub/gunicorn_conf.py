@@ -31,6 +31,13 @@ keepalive = 5
 # seconds or so (bench/ingest.py's p99 rose from 20 to 400-700 ms then).
 max_requests = 200_000
 max_requests_jitter = 20_000
+# Each worker tells the master it is alive by changing its heartbeat file's
+# mode (os.fchmod) on every pass of its loop, once a request for sync
+# workers. On a disk-backed /tmp that is a metadata write each time, which
+# can block; gunicorn's documentation advises a memory filesystem.
+# (The file is made by mkstemp and unlinked at once: a shared directory is safe.)
+_MEMORY_FILESYSTEM = "/dev/shm"  # noqa: S108
+worker_tmp_dir = _MEMORY_FILESYSTEM if os.path.isdir(_MEMORY_FILESYSTEM) else None
 # PerfHub logs one line per request itself (with the request id).
 accesslog = None
 errorlog = "-"
