@@ -5,6 +5,7 @@ the local-memory cache, data under ./var). Setting DATABASE_URL and REDIS_URL
 moves it to the production path. See docs/configuration.md for every variable.
 """
 
+import logging
 import secrets
 from pathlib import Path
 
@@ -307,6 +308,13 @@ LOG_JSON = env_bool("PERFHUB_LOG_JSON", False)
 LOG_LEVEL = env_str("PERFHUB_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"PERFHUB_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
+
+# No log format shows a thread or a multiprocessing process name (gunicorn's
+# shows the process id, which stays); without them a LogRecord, one per
+# request, skips looking them up. The logging documentation's switches for
+# this ("Optimization").
+logging.logThreads = False
+logging.logMultiprocessing = False
 
 LOGGING = {
     "version": 1,

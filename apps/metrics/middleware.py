@@ -50,6 +50,7 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # As django-prometheus labels methods: anything else is one label value, so a
 # client cannot create series at will.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"})
+_INVALID_METHOD = "<invalid method>"
 
 
 def request_id_for(incoming: str) -> str:
@@ -86,8 +87,10 @@ class RequestInstruments:
         # metric's lock and searches its children on every call; a metric's
         # children never change, so each is looked up once per process. The
         # keys are bounded like the series themselves (views, methods,
-        # statuses).
+        # statuses). ``record`` looks up the five series of a request at
+        # once, by the request's kind.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._series: dict[tuple[str, str, int, bool], tuple[Any, ...]] = {}
 
     def record(
         self,
@@ -101,14 +104,17 @@ class RequestInstruments:
         secure: bool,
         user: Any = None,
     ) -> None:
-        label_method = method if method in _METHODS else "<invalid method>"
-        metrics = self.metrics
-        transport = "https" if secure else "http"
-        self.child(metrics.requests_by_view_transport_method, view=view, transport=transport, method=label_method).inc()
-        self.child(metrics.responses_by_status_view_method, status=status, view=view, method=label_method).inc()
-        self.child(metrics.requests_latency_by_view_method, view=view, method=label_method).observe(seconds)
-        self.child(VIEW_DB_SECONDS, view=view).observe(ledger.db_seconds)
-        self.child(VIEW_CACHE_SECONDS, view=view).observe(ledger.cache_seconds)
+        # By the method's label, so that invented methods add no keys.
+        key = (view, method if method in _METHODS else _INVALID_METHOD, status, secure)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._request_series(*key)
+        requests, responses, latency, db_seconds, cache_seconds = series
+        requests.inc()
+        responses.inc()
+        latency.observe(seconds)
+        db_seconds.observe(ledger.db_seconds)
+        cache_seconds.observe(ledger.cache_seconds)
 
         if request_logger.isEnabledFor(logging.INFO):
             duration_ms = seconds * 1000
@@ -135,6 +141,19 @@ class RequestInstruments:
                     },
                 )
             )
+
+    def _request_series(self, view: str, label_method: str, status: int, secure: bool) -> tuple[Any, ...]:
+        """The children ``record`` writes for one kind of request."""
+        metrics = self.metrics
+        return (
+            metrics.requests_by_view_transport_method.labels(
+                view=view, transport="https" if secure else "http", method=label_method
+            ),
+            metrics.responses_by_status_view_method.labels(status=status, view=view, method=label_method),
+            metrics.requests_latency_by_view_method.labels(view=view, method=label_method),
+            VIEW_DB_SECONDS.labels(view=view),
+            VIEW_CACHE_SECONDS.labels(view=view),
+        )
 
     def child(self, metric: Any, **labels: Any) -> Any:
         # Each call site passes the same label names in the same order.

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from django.db import connection
 from django.test import Client
 from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -101,3 +102,18 @@ def test_beacons_go_through_django_while_tracing_is_on(monkeypatch: pytest.Monke
     assert application.path is None
     application({"PATH_INFO": COLLECT, "REQUEST_METHOD": "POST"}, lambda *args: None)
     assert answered == [COLLECT]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_opened_for_a_beacon_is_closed_when_it_is_answered() -> None:
+    site = Site.objects.create(name="shop", allowed_origins=[ORIGIN])
+    connection.close()
+    client = BeaconClient()
+    # The first beacon reads the site from the database.
+    assert post(client, site, beacon(lcp())).status_code == 202
+    assert connection.connection is None
+    # As Django's close_old_connections would: one opened in this thread
+    # since the last beacon is closed too.
+    connection.ensure_connection()
+    assert post(client, site, beacon(lcp(n=2))).status_code == 202
+    assert connection.connection is None
