@@ -1,6 +1,7 @@
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -83,3 +84,18 @@ def test_one_json_log_line_per_request(client: Client, caplog: pytest.LogCapture
     assert line["duration_ms"] >= 0
     assert line["level"] == "INFO"
     assert "secret-site-key" not in json.dumps(line)
+
+
+def test_a_json_line_holds_any_extra_value() -> None:
+    def record(**extra: object) -> logging.LogRecord:
+        return logging.getLogger("perfhub.test").makeRecord(
+            "perfhub.test", logging.INFO, __file__, 0, "moved %s", ("rows",), None, extra=extra
+        )
+
+    # Past orjson's 64 bits, the json module writes it; neither encodes a
+    # Path, which is written as str() has it.
+    line = json.loads(JsonFormatter().format(record(rows=2**70, target=Path("/var/backups/perfhub.dump"))))
+    assert (line["message"], line["rows"], line["target"]) == ("moved rows", 2**70, "/var/backups/perfhub.dump")
+
+    line = json.loads(JsonFormatter().format(record(target=Path("/var/backups/perfhub.dump"))))
+    assert (line["message"], line["target"]) == ("moved rows", "/var/backups/perfhub.dump")
