@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeGuard
 
 import orjson
@@ -298,6 +298,7 @@ def parse_beacon(
         shared["pageview"] = pageview
     parsed = ParsedBeacon(shared)
     seen: dict[str, int] = {}
+    moments: dict[str | None, tuple[date, datetime]] = {}
     for index, metric in enumerate(metrics):
         if not isinstance(metric, dict):
             _metric_error(parsed.errors, index, "", "each metric must be an object")
@@ -326,10 +327,16 @@ def parse_beacon(
             _metric_error(parsed.errors, index, "id", "id must be 1 to 64 letters, digits or ._:-")
             continue
         navigation_type = metric.get("navigationType")
-        occurred_at = occurred_at_for(metric_id, received_at=received_at, sent_at_ms=sent_at)
+        # The metrics of one page view carry its load time in their ids: its
+        # moment is worked out once.
+        loaded = _ID_TIMESTAMP.match(metric_id)
+        moment = moments.get(loaded and loaded.group(1))
+        if moment is None:
+            occurred_at = occurred_at_for(metric_id, received_at=received_at, sent_at_ms=sent_at)
+            moment = moments[loaded and loaded.group(1)] = (occurred_at.date(), occurred_at)
         fields = {
-            "day": occurred_at.date(),
-            "occurred_at": occurred_at,
+            "day": moment[0],
+            "occurred_at": moment[1],
             "metric_id": metric_id,
             "name": name,
             "value": float(value),
