@@ -211,6 +211,23 @@ def test_a_sent_at_far_off_any_clock_is_stored_at_the_arrival_or_a_day_before(
     assert timezone.now() - timedelta(days=1, minutes=1) <= row.occurred_at <= timezone.now()
 
 
+def test_each_metric_starts_when_the_page_its_id_names_was_loaded(client: Client, site: Site) -> None:
+    sent_ms = int(timezone.now().timestamp() * 1000)
+    metrics = [
+        lcp(id=metric_id(1, started_ms=sent_ms - 60_000)),
+        lcp(id=metric_id(2, started_ms=sent_ms - 60_000)),
+        lcp(id=metric_id(3, started_ms=sent_ms - 10_000)),
+        lcp(id="no-load-time-here"),
+    ]
+    assert post(client, site, beacon(*metrics, sent_at=sent_ms)).status_code == 202
+    drain()
+    occurred = dict(Metric.objects.filter(site=site).values_list("metric_id", "occurred_at"))
+    first, second, third, plain = (occurred[metric["id"]] for metric in metrics)
+    assert first == second
+    assert timedelta(seconds=49) < third - first < timedelta(seconds=51)
+    assert timedelta(seconds=9) < plain - third < timedelta(seconds=11)  # no load time: the arrival
+
+
 def test_an_integer_beyond_64_bits_in_attribution_is_dropped_not_a_failed_write(client: Client, site: Site) -> None:
     # NaN sends the body to the json module, which keeps big integers whole;
     # the stream's JSON cannot write them.
