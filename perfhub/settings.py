@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.metrics.multiprocess import use_cached_pid
+from apps.metrics.multiprocess import use_lean_values
 from perfhub.env import (
     data_dir,
     database_from_url,
@@ -24,7 +24,7 @@ from perfhub.env import (
 )
 
 # Before the apps are loaded, and with them the first Prometheus metric.
-use_cached_pid()
+use_lean_values()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = data_dir()

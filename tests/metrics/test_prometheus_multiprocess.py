@@ -148,7 +148,7 @@ import django
 from prometheus_client import Counter, values
 django.setup()
 from apps.metrics import multiprocess
-assert values.ValueClass is multiprocess._value_class, "perfhub.settings did not install the cached pid"
+assert values.ValueClass is multiprocess.LeanMmapedValue, "perfhub.settings did not install the lean values"
 counter = Counter("perfhub_test_forked", "Counted before and after a fork.")
 counter.inc()
 child = os.fork()
@@ -163,8 +163,8 @@ print(os.getpid(), child)
 
 def test_a_forked_process_writes_samples_of_its_own(tmp_path: Path) -> None:
     """The pid a value checks on each write is read once per process
-    (apps.metrics.multiprocess); a fork must still give the child files of
-    its own and leave the parent's values whole."""
+    (apps.metrics.multiprocess.LeanMmapedValue); a fork must still give the
+    child files of its own and leave the parent's values whole."""
     prom_dir = tmp_path / "prom"
     prom_dir.mkdir()
     env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
@@ -176,3 +176,49 @@ def test_a_forked_process_writes_samples_of_its_own(tmp_path: Path) -> None:
 
     by_pid = _value_by_worker(prom_dir, "perfhub_test_forked_total", {})
     assert by_pid == {parent: 2.0, child: 5.0}
+
+
+_GROWTH_SCRIPT = """
+import django
+from prometheus_client import Counter, Gauge, Histogram
+django.setup()
+first_values = Counter("perfhub_test_growth", "Written before and after its file grew.", ["n"])
+first = first_values.labels(n="0")
+first.inc(3)
+gauge = Gauge("perfhub_test_live", "A live gauge.", multiprocess_mode="livesum")
+gauge.inc(4)
+histogram = Histogram("perfhub_test_seconds", "A histogram.", buckets=(0.1, 1.0))
+# Enough values to grow the counter file past its first 64 KiB: the file is
+# mapped again, larger, and the values made earlier must write to the new map.
+for n in range(1, 2000):
+    first_values.labels(n=str(n)).inc()
+first.inc(2)
+gauge.dec()
+gauge.set(7)
+histogram.observe(0.5)
+histogram.observe(5)
+"""
+
+
+def test_values_land_in_the_files_the_collector_reads(tmp_path: Path) -> None:
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
+    result = subprocess.run(
+        [PYTHON, "-c", _GROWTH_SCRIPT], env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert next(prom_dir.glob("counter_*.db")).stat().st_size > 65536
+
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for metric in MultiProcessCollector.merge([str(path) for path in prom_dir.glob("*.db")])
+        for sample in metric.samples
+    }
+    assert samples[("perfhub_test_growth_total", (("n", "0"),))] == 5.0
+    assert samples[("perfhub_test_growth_total", (("n", "1999"),))] == 1.0
+    assert samples[("perfhub_test_live", ())] == 7.0
+    assert samples[("perfhub_test_seconds_bucket", (("le", "0.1"),))] == 0.0
+    assert samples[("perfhub_test_seconds_bucket", (("le", "1.0"),))] == 1.0
+    assert samples[("perfhub_test_seconds_bucket", (("le", "+Inf"),))] == 2.0
+    assert samples[("perfhub_test_seconds_sum", ())] == 5.5
