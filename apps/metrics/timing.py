@@ -10,8 +10,6 @@ backends (apps.metrics.cache_backends) through timed_cache_call.
 """
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -34,28 +32,42 @@ def current_ledger() -> RequestLedger | None:
     return _ledger.get()
 
 
-@contextmanager
-def request_ledger() -> Iterator[RequestLedger]:
-    ledger = RequestLedger()
-    token = _ledger.set(ledger)
-    try:
-        yield ledger
-    finally:
-        _ledger.reset(token)
+class request_ledger:  # lower case: used like the function it was, ``with request_ledger() as ledger``
+    """A fresh ledger for the code inside the ``with`` block.
+
+    A class rather than a @contextmanager generator, as is timed_cache_call:
+    every request opens a ledger and every cache call goes through the other,
+    and the generator's machinery cost about 4 microseconds a use (timeit),
+    this about 1.
+    """
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> RequestLedger:
+        ledger = RequestLedger()
+        self._token = _ledger.set(ledger)
+        return ledger
+
+    def __exit__(self, *exc_info: object) -> None:
+        _ledger.reset(self._token)
 
 
-@contextmanager
-def timed_cache_call() -> Iterator[None]:
-    ledger = _ledger.get()
-    if ledger is None:
-        yield
-        return
-    ledger.cache_depth += 1
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        ledger.cache_depth -= 1
-        if ledger.cache_depth == 0:
-            ledger.cache_seconds += time.perf_counter() - start
-            ledger.cache_calls += 1
+class timed_cache_call:  # lower case: used like a function, ``with timed_cache_call():``
+    """Adds the time of the code inside the ``with`` block to the request's
+    cache time, unless it runs inside another timed cache call."""
+
+    __slots__ = ("_ledger", "_start")
+
+    def __enter__(self) -> None:
+        ledger = self._ledger = _ledger.get()
+        if ledger is not None:
+            ledger.cache_depth += 1
+            self._start = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        ledger = self._ledger
+        if ledger is not None:
+            ledger.cache_depth -= 1
+            if ledger.cache_depth == 0:
+                ledger.cache_seconds += time.perf_counter() - self._start
+                ledger.cache_calls += 1

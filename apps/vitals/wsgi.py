@@ -50,6 +50,9 @@ from perfhub.telemetry import tracing_requested
 logger = logging.getLogger(__name__)
 
 VIEW_NAME = "vitals-collect"
+# "202 Accepted" and the like, made once: HTTPStatus(202) goes through the
+# enum machinery on each call.
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 WSGIApplication = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -90,7 +93,7 @@ class BeaconApplication:
         if answer.content_type is not None:
             header_list.append(("Content-Type", answer.content_type))
         header_list.append(("Content-Length", str(len(answer.body))))
-        start_response(f"{answer.status} {HTTPStatus(answer.status).phrase}", header_list)
+        start_response(_STATUS_LINES[answer.status], header_list)
         return [answer.body]
 
     def _host_allowed(self, host: str) -> bool:
