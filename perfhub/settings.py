@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.metrics.logging import use_cached_process_id
 from apps.metrics.multiprocess import use_lean_values
 from perfhub.env import (
     data_dir,
@@ -309,12 +310,13 @@ LOG_LEVEL = env_str("PERFHUB_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"PERFHUB_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
 
-# No log format shows a thread or a multiprocessing process name (gunicorn's
-# shows the process id, which stays); without them a LogRecord, one per
-# request, skips looking them up. The logging documentation's switches for
-# this ("Optimization").
+# No log format shows a thread or a multiprocessing process name; without
+# them a LogRecord, one per request, skips looking them up (the logging
+# documentation's switches for this, "Optimization"). gunicorn's format shows
+# the process id, which records take from the pid read once per process.
 logging.logThreads = False
 logging.logMultiprocessing = False
+use_cached_process_id()
 
 LOGGING = {
     "version": 1,

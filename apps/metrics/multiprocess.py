@@ -45,6 +45,11 @@ def _read_pid_after_fork() -> None:
 os.register_at_fork(after_in_child=_read_pid_after_fork)
 
 
+def process_id() -> int:
+    """os.getpid(), without its system call: the pid read once per process."""
+    return _pid
+
+
 # As prometheus-client's class: one lock for all values of the process, which
 # also guards the files (MmapedDict has no lock of its own).
 _lock = threading.Lock()

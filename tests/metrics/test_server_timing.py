@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -99,3 +100,19 @@ def test_a_json_line_holds_any_extra_value() -> None:
 
     line = json.loads(JsonFormatter().format(record(target=Path("/var/backups/perfhub.dump"))))
     assert (line["message"], line["target"]) == ("moved rows", "/var/backups/perfhub.dump")
+
+
+def test_log_records_carry_the_id_of_the_process_that_made_them() -> None:
+    def record() -> logging.LogRecord:
+        return logging.getLogger("perfhub.test").makeRecord("perfhub.test", logging.INFO, __file__, 0, "x", (), None)
+
+    assert record().process == os.getpid()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports its records' pid and leaves at once
+        os.write(write_end, str(record().process).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as reported:
+        assert int(reported.read()) == child
