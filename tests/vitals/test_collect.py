@@ -317,6 +317,27 @@ def test_the_key_may_come_as_a_header(client: Client, site: Site) -> None:
     assert response.status_code == 202
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "key={key}&ref=mail",
+        "ref=mail&key={key}",
+        "key=nope&key={key}",  # the last, as Django's QueryDict.get
+        "key=%{first:02X}{rest}",  # percent-encoded
+    ],
+)
+def test_the_key_is_read_from_any_query_string_as_django_reads_it(client: Client, site: Site, query: str) -> None:
+    key = site.public_key
+    response = client.post(
+        "/api/v1/vitals/collect?" + query.format(key=key, first=ord(key[0]), rest=key[1:]),
+        data=json.dumps(beacon(lcp())),
+        content_type="text/plain",
+        HTTP_ORIGIN=ORIGIN,
+        HTTP_USER_AGENT=CHROME_DESKTOP,
+    )
+    assert response.status_code == 202, response.json()
+
+
 def test_an_origin_off_the_allow_list_gets_403(client: Client, site: Site) -> None:
     response = post(client, site, beacon(lcp()), origin="https://evil.example.net")
     assert response.status_code == 403
