@@ -21,9 +21,9 @@ prometheus-client does, every value is re-read from files of the child's
 own. timeit: 1.1 µs a counter increment, against 2.2 µs with
 prometheus-client's class (os.getpid as the fork check).
 
-This is a copy in spirit of a library class, kept because no option of the
-library makes its write cheaper; bench/overhead.py and bench/ingest.py
-measure what it is for.
+Written here, on prometheus-client's own file format and helpers, because
+the library has no option for a cheaper write; bench/overhead.py and
+bench/ingest.py measure what it is for.
 """
 
 import os

@@ -161,18 +161,22 @@ print(os.getpid(), child)
 """
 
 
+def _run_in_multiprocess_mode(script: str, prom_dir: Path) -> str:
+    """Run ``script`` in a process of its own with PROMETHEUS_MULTIPROC_DIR
+    set to ``prom_dir``; return what it printed."""
+    prom_dir.mkdir()
+    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
+    result = subprocess.run([PYTHON, "-c", script], env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_a_forked_process_writes_samples_of_its_own(tmp_path: Path) -> None:
     """The pid a value checks on each write is read once per process
     (apps.metrics.multiprocess.LeanMmapedValue); a fork must still give the
     child files of its own and leave the parent's values whole."""
     prom_dir = tmp_path / "prom"
-    prom_dir.mkdir()
-    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
-    result = subprocess.run(
-        [PYTHON, "-c", _FORK_SCRIPT], env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    parent, child = (int(pid) for pid in result.stdout.split())
+    parent, child = (int(pid) for pid in _run_in_multiprocess_mode(_FORK_SCRIPT, prom_dir).split())
 
     by_pid = _value_by_worker(prom_dir, "perfhub_test_forked_total", {})
     assert by_pid == {parent: 2.0, child: 5.0}
@@ -202,12 +206,7 @@ histogram.observe(5)
 
 def test_values_land_in_the_files_the_collector_reads(tmp_path: Path) -> None:
     prom_dir = tmp_path / "prom"
-    prom_dir.mkdir()
-    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
-    result = subprocess.run(
-        [PYTHON, "-c", _GROWTH_SCRIPT], env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    _run_in_multiprocess_mode(_GROWTH_SCRIPT, prom_dir)
     assert next(prom_dir.glob("counter_*.db")).stat().st_size > 65536
 
     samples = {
