@@ -328,7 +328,8 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            # JSON lines: a StreamHandler the request log can write to directly.
+            "class": "apps.metrics.logging.JsonLinesHandler" if LOG_JSON else "logging.StreamHandler",
             "formatter": "json" if LOG_JSON else "plain",
             "filters": ["request_id"],
         },

@@ -37,7 +37,7 @@ from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import Metrics
 
 from apps.metrics.instruments import REQUESTS_IN_FLIGHT, VIEW_CACHE_SECONDS, VIEW_DB_SECONDS, view_name
-from apps.metrics.logging import request_id_var
+from apps.metrics.logging import request_id_var, request_line_handler
 from apps.metrics.query_insight import query_sample_record, query_sample_start
 from apps.metrics.timing import RequestLedger, request_ledger
 
@@ -118,29 +118,36 @@ class RequestInstruments:
 
         if request_logger.isEnabledFor(logging.INFO):
             duration_ms = seconds * 1000
-            # makeRecord and handle are what Logger.info does, without
-            # findCaller: walking the stack and working out this line's
-            # number was a tenth of the log line's cost, for a source
-            # location no request log format shows.
-            request_logger.handle(
-                request_logger.makeRecord(
-                    request_logger.name,
-                    logging.INFO,
-                    __file__,
-                    0,
-                    "%s %s %s %.1fms",
-                    (method, path, status, duration_ms),
-                    None,
-                    extra={
-                        "method": method,
-                        # The path only: query strings can carry site keys.
-                        "path": path,
-                        "status": status,
-                        "duration_ms": round(duration_ms, 2),
-                        "user_id": user.pk if user is not None and user.is_authenticated else None,
-                    },
+            fields = {
+                "method": method,
+                # The path only: query strings can carry site keys.
+                "path": path,
+                "status": status,
+                "duration_ms": round(duration_ms, 2),
+                "user_id": user.pk if user is not None and user.is_authenticated else None,
+            }
+            handler = request_line_handler(request_logger, logging.INFO)
+            if handler is not None:
+                handler.write_line(
+                    request_logger.name, logging.INFO, f"{method} {path} {status} {duration_ms:.1f}ms", fields
                 )
-            )
+            else:
+                # makeRecord and handle are what Logger.info does, without
+                # findCaller: walking the stack and working out this line's
+                # number was a tenth of the log line's cost, for a source
+                # location no request log format shows.
+                request_logger.handle(
+                    request_logger.makeRecord(
+                        request_logger.name,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "%s %s %s %.1fms",
+                        (method, path, status, duration_ms),
+                        None,
+                        extra=fields,
+                    )
+                )
 
     def _request_series(self, view: str, label_method: str, status: int, secure: bool) -> tuple[Any, ...]:
         """The children ``record`` writes for one kind of request."""

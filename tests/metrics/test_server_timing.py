@@ -1,7 +1,11 @@
+import io
 import json
 import logging
 import os
 import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -9,8 +13,15 @@ from django.core.cache import cache
 from django.http.response import HttpResponseBase
 from django.test import Client
 
-from apps.metrics.logging import JsonFormatter, RequestIdFilter
+from apps.metrics.logging import (
+    JsonFormatter,
+    JsonLinesHandler,
+    RequestIdFilter,
+    request_id_var,
+    request_line_handler,
+)
 from apps.metrics.timing import current_ledger, request_ledger
+from tests.helpers import BASE_DIR, PYTHON, subprocess_env
 
 SERVER_TIMING = re.compile(
     r'^db;dur=(?P<db>[\d.]+);desc="(?P<queries>\d+) queries", '
@@ -85,6 +96,137 @@ def test_one_json_log_line_per_request(client: Client, caplog: pytest.LogCapture
     assert line["duration_ms"] >= 0
     assert line["level"] == "INFO"
     assert "secret-site-key" not in json.dumps(line)
+
+
+ISO_MILLISECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+REQUEST_FIELDS = {
+    "method": "POST",
+    "path": "/api/v1/vitals/collect",
+    "status": 202,
+    "duration_ms": 0.42,
+    "user_id": None,
+}
+
+
+@contextmanager
+def json_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger of its own with a JSON console handler, as perfhub.settings
+    configures the root logger's with PERFHUB_LOG_JSON on. It stops
+    propagating only inside the block: pytest adds its capturing handler to
+    every logger that does not propagate when a test phase starts."""
+    stream = io.StringIO()
+    handler = JsonLinesHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("perfhub.test.json_lines")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def test_a_request_line_written_directly_is_the_line_logging_writes() -> None:
+    token = request_id_var.set("req-1")
+    with json_logger() as (logger, stream):
+        handler = request_line_handler(logger, logging.INFO)
+        assert isinstance(handler, JsonLinesHandler)
+        handler.write_line(logger.name, logging.INFO, "POST /api/v1/vitals/collect 202 0.4ms", REQUEST_FIELDS)
+        logger.handle(
+            logger.makeRecord(
+                logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %s %.1fms",
+                ("POST", "/api/v1/vitals/collect", 202, 0.42),
+                None,
+                extra=REQUEST_FIELDS,
+            )
+        )
+    request_id_var.reset(token)
+    direct, through_logging = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert ISO_MILLISECONDS.match(direct.pop("time"))
+    assert ISO_MILLISECONDS.match(through_logging.pop("time"))
+    assert direct == through_logging
+    # Same keys in the same order, too.
+    assert list(direct) == ["level", "logger", "message", *REQUEST_FIELDS, "request_id"]
+
+
+def test_request_lines_go_through_logging_when_anything_else_would_see_them() -> None:
+    with json_logger() as (logger, _):
+        [handler] = logger.handlers
+        assert request_line_handler(logger, logging.INFO) is handler
+
+        # A second handler, as a test's caplog adds.
+        other = logging.StreamHandler(io.StringIO())
+        logger.addHandler(other)
+        assert request_line_handler(logger, logging.INFO) is None
+        logger.removeHandler(other)
+        # A handler above it, reached by propagation.
+        logger.propagate = True
+        logging.getLogger("perfhub.test").addHandler(other)
+        assert request_line_handler(logger, logging.INFO) is None
+        logging.getLogger("perfhub.test").removeHandler(other)
+        logger.propagate = False
+        # A filter of the logger's, or another of the handler's.
+        refuse_all = logging.Filter("nothing.matches")
+        logger.addFilter(refuse_all)
+        assert request_line_handler(logger, logging.INFO) is None
+        logger.removeFilter(refuse_all)
+        handler.addFilter(refuse_all)
+        assert request_line_handler(logger, logging.INFO) is None
+        handler.removeFilter(refuse_all)
+        # A handler that would not write the line at this level.
+        handler.setLevel(logging.WARNING)
+        assert request_line_handler(logger, logging.INFO) is None
+        handler.setLevel(logging.NOTSET)
+        # Another formatter than JsonFormatter.
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        assert request_line_handler(logger, logging.INFO) is None
+        handler.setFormatter(JsonFormatter())
+        assert request_line_handler(logger, logging.INFO) is handler
+
+
+def test_the_request_log_writes_json_lines_with_perfhubs_logging() -> None:
+    # PerfHub's own configuration, in a process of its own: the root
+    # logger's one JSON handler writes the request lines directly.
+    script = """
+import django
+django.setup()
+from apps.metrics.middleware import RequestInstruments
+from apps.metrics.timing import request_ledger
+with request_ledger() as ledger:
+    pass
+RequestInstruments().record(
+    view="vitals-collect", method="POST", path="/api/v1/vitals/collect", status=202,
+    seconds=0.00042, ledger=ledger, secure=False,
+)
+"""
+    result = subprocess.run(
+        [str(PYTHON), "-c", script],
+        cwd=BASE_DIR,
+        env=subprocess_env(
+            DJANGO_SETTINGS_MODULE="perfhub.settings", PERFHUB_LOG_JSON="True", PERFHUB_LOG_LEVEL="INFO"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [json.loads(line) for line in result.stderr.splitlines() if '"perfhub.request"' in line]
+    assert len(lines) == 1, result.stderr
+    [line] = lines
+    assert ISO_MILLISECONDS.match(line.pop("time"))
+    assert line == {
+        "level": "INFO",
+        "logger": "perfhub.request",
+        "message": "POST /api/v1/vitals/collect 202 0.4ms",
+        **REQUEST_FIELDS,
+        "request_id": "-",
+    }
 
 
 def test_a_json_line_holds_any_extra_value() -> None:
