@@ -21,14 +21,17 @@ from django_redis.cache import RedisCache
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+# Limit, Verdict and Window are made for every beacon: slots rather than
+# frozen, whose __init__ sets each field through object.__setattr__ (as
+# apps.vitals.collect.BeaconRequest).
+@dataclass(slots=True)
 class Limit:
     scope: str  # e.g. "vitals-ip"
     identity: str  # who is counted: a client address, a site id
     per_window: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
     refused: Limit | None  # the first limit exceeded, None when allowed
     retry_after: int  # seconds until the window resets
@@ -46,7 +49,7 @@ def _redis_client() -> Any:
     return get_redis_connection("default")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Window:
     """The counters of some limits in the current fixed window."""
 

@@ -168,6 +168,7 @@ def request_line_handler(logger: logging.Logger, level: int) -> JsonLinesHandler
         current = current.parent
     if type(found) is not JsonLinesHandler or level < found.level or type(found.formatter) is not JsonFormatter:
         return None
-    if any(type(candidate) is not RequestIdFilter for candidate in found.filters):
-        return None
+    for candidate in found.filters:
+        if type(candidate) is not RequestIdFilter:
+            return None
     return found

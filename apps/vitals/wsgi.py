@@ -213,8 +213,9 @@ def _beacon_request(environ: dict[str, Any], secure: bool, host: str) -> BeaconR
 
 def _is_secure(environ: dict[str, Any]) -> bool:
     # As HttpRequest.is_secure: the trusted proxy's header, else the scheme.
-    if settings.SECURE_PROXY_SSL_HEADER:
-        header, secure_value = settings.SECURE_PROXY_SSL_HEADER
+    proxy_header = settings.SECURE_PROXY_SSL_HEADER
+    if proxy_header:
+        header, secure_value = proxy_header
         value = environ.get(header)
         if value is not None:
             return bool(value.split(",", 1)[0].strip() == secure_value)
