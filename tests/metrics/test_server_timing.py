@@ -196,8 +196,11 @@ def test_the_request_log_writes_json_lines_with_perfhubs_logging() -> None:
     script = """
 import django
 django.setup()
-from apps.metrics.middleware import RequestInstruments
+import logging
+from apps.metrics.logging import JsonLinesHandler, request_line_handler
+from apps.metrics.middleware import RequestInstruments, request_logger
 from apps.metrics.timing import request_ledger
+print("direct:", isinstance(request_line_handler(request_logger, logging.INFO), JsonLinesHandler))
 with request_ledger() as ledger:
     pass
 RequestInstruments().record(
@@ -216,6 +219,8 @@ RequestInstruments().record(
         timeout=60,
         check=True,
     )
+    # The line took the direct way, not logging's.
+    assert result.stdout.splitlines() == ["direct: True"]
     lines = [json.loads(line) for line in result.stderr.splitlines() if '"perfhub.request"' in line]
     assert len(lines) == 1, result.stderr
     [line] = lines
