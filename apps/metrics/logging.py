@@ -82,18 +82,18 @@ class JsonFormatter(logging.Formatter):
         return f"{text}.{int(msecs):03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": self._time(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        entry = _line_start(self._time(record), record.levelname, record.name, record.getMessage())
         for key, value in itertools.islice(vars(record).items(), _FIRST_EXTRA, None):
             if key not in _STANDARD_ATTRS:
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return _encode(entry)
+
+
+def _line_start(time_text: str, level_name: str, logger_name: str, message: str) -> dict[str, object]:
+    """The fields every JSON line starts with, in their order."""
+    return {"time": time_text, "level": level_name, "logger": logger_name, "message": message}
 
 
 def _encode(entry: dict[str, object]) -> str:
@@ -131,13 +131,8 @@ class JsonLinesHandler(logging.StreamHandler):
         msecs = int((created - int(created)) * 1000) + 0.0
         # request_line_handler hands out only handlers with a JsonFormatter.
         formatter = cast(JsonFormatter, self.formatter)
-        entry: dict[str, object] = {
-            "time": formatter.time_text(created, msecs),
-            "level": logging.getLevelName(level),
-            "logger": logger_name,
-            "message": message,
-            **fields,
-        }
+        entry = _line_start(formatter.time_text(created, msecs), logging.getLevelName(level), logger_name, message)
+        entry.update(fields)
         entry.setdefault("request_id", request_id_var.get())
         line = _encode(entry) + self.terminator
         with self.lock:  # type: ignore[union-attr]  # as Handler.handle holds it around emit

@@ -126,11 +126,10 @@ class RequestInstruments:
                 "duration_ms": round(duration_ms, 2),
                 "user_id": user.pk if user is not None and user.is_authenticated else None,
             }
+            message = f"{method} {path} {status} {duration_ms:.1f}ms"
             handler = request_line_handler(request_logger, logging.INFO)
             if handler is not None:
-                handler.write_line(
-                    request_logger.name, logging.INFO, f"{method} {path} {status} {duration_ms:.1f}ms", fields
-                )
+                handler.write_line(request_logger.name, logging.INFO, message, fields)
             else:
                 # makeRecord and handle are what Logger.info does, without
                 # findCaller: walking the stack and working out this line's
@@ -142,8 +141,8 @@ class RequestInstruments:
                         logging.INFO,
                         __file__,
                         0,
-                        "%s %s %s %.1fms",
-                        (method, path, status, duration_ms),
+                        message,
+                        (),
                         None,
                         extra=fields,
                     )
