@@ -123,6 +123,45 @@ def serve(name: str, *, env: dict[str, str], workdir: Path, config: Path = GUNIC
         stop(server)
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat(pid: str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, or None for a
+    process that is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name, in parentheses, may itself hold spaces and ")".
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time, user and system, of a process and every live descendant,
+    plus what its reaped children used (a gunicorn master's recycled
+    workers); 0.0 where /proc is not there to read."""
+    parents: dict[str, str] = {}
+    stats: dict[str, list[str]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit() and (fields := _proc_stat(entry)) is not None:
+            parents[entry] = fields[1]  # ppid
+            stats[entry] = fields
+    if str(pid) not in stats:
+        return 0.0
+    tree = {str(pid)}
+    grown = True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    # Fields 14-17 of stat (utime, stime, cutime, cstime), counted from the
+    # state field here; a descendant's reaped children are in its cutime.
+    ticks = sum(int(stats[member][11]) + int(stats[member][12]) for member in tree)
+    ticks += sum(int(stats[member][13]) + int(stats[member][14]) for member in tree)
+    return ticks / _CLOCK_TICKS
+
+
 def stop(server: Server) -> None:
     """Stop gunicorn gracefully, so that its workers finish what they log at
     exit; kill it only if that takes more than 30s."""

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 # Run as a script, sys.path[0] is bench/: the repository goes first, so that
 # `bench` is the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -68,6 +70,7 @@ from bench.common import (  # noqa: E402
     machine_load,
     measure_in_workdir,
     print_result,
+    process_tree_cpu_seconds,
     report_noise,
     run_python,
     serve,
@@ -150,10 +153,18 @@ class WrkRun:
     sent: int
     accepted_metrics: int
     latency_us: dict[str, float]
+    # CPU used meanwhile by the server's processes and by Redis (see cpu_us).
+    server_cpu_s: float = 0.0
+    redis_cpu_s: float = 0.0
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU time per answer, the server's and Redis's, in microseconds."""
+        return (self.server_cpu_s + self.redis_cpu_s) / max(self.requests, 1) * 1e6
 
     def latency_ms(self, name: str) -> float:
         return self.latency_us[name] / 1000
@@ -391,6 +402,17 @@ def wrk(server: Server, path: str, args: argparse.Namespace, duration: int) -> W
     )
 
 
+def redis_cpu_seconds(redis_url: str) -> float:
+    """The CPU time Redis has used since it started (INFO cpu, user and
+    system, its background threads included)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def server_accepted_metrics(server: Server) -> int:
     """The metrics the collect server answered 202 for, by its own Prometheus
     counter (apps.vitals.collect.METRICS), summed over every worker that ran,
@@ -490,8 +512,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurement:
                     accepted += run.accepted_metrics
                     in_flight += run.sent - run.requests
         for number in range(1, args.rounds + 1):
-            for name, server in pair.items():
+            # A/B, then B/A, as overhead.py: whichever runs second in a round
+            # does not always meet the same moment of the machine's load.
+            order = list(pair.items()) if number % 2 else list(reversed(pair.items()))
+            for name, server in order:
+                server_cpu, redis_cpu = process_tree_cpu_seconds(server.process.pid), redis_cpu_seconds(redis_url)
                 run = wrk(server, path, args, args.duration)
+                run.server_cpu_s = process_tree_cpu_seconds(server.process.pid) - server_cpu
+                run.redis_cpu_s = redis_cpu_seconds(redis_url) - redis_cpu
                 runs[name].append(run)
                 if name == "collect":
                     accepted += run.accepted_metrics
@@ -539,6 +567,20 @@ def main(argv: list[str] | None = None) -> int:
     parse_only_rps = statistics.median(run.rps for run in result.runs["parse_only"])
     ratio = collect_rps / parse_only_rps
     p99_ms = statistics.median(run.latency_ms("p99") for run in result.runs["collect"])
+    # CPU time per answer: what a server and Redis spent on each, whatever
+    # share of the machine they got. Less moved by other tenants of the
+    # machine than the rates are, it tells a change's effect apart from the
+    # machine's moods; cpu_ratio is the rate ratio the two would have with
+    # the same CPU to spend (wrk's own share aside).
+    collect_cpu_us = statistics.median(run.cpu_us for run in result.runs["collect"])
+    parse_only_cpu_us = statistics.median(run.cpu_us for run in result.runs["parse_only"])
+    redis_us = statistics.median(run.redis_cpu_s / max(run.requests, 1) * 1e6 for run in result.runs["collect"])
+    # Each round's own ratio, of two runs seconds apart: their spread shows
+    # how far the machine's load moved the figures.
+    round_ratios = [
+        collect.rps / parse_only.rps
+        for collect, parse_only in zip(result.runs["collect"], result.runs["parse_only"], strict=True)
+    ]
     state = result.drain.state
     stored = int(state["rows"])
     # The server's own count includes the answers still in flight when wrk
@@ -570,7 +612,12 @@ def main(argv: list[str] | None = None) -> int:
         f"median: collect {collect_rps:.1f} rps, parse_only {parse_only_rps:.1f} rps, ratio {ratio:.3f} "
         f"(target >= {TARGET_RATIO:.2f}: {'met' if met['ratio'] else 'NOT met'}); "
         f"collect p99 {p99_ms:.1f} ms (target <= {TARGET_P99_MS:.0f}: {'met' if met['p99_ms'] else 'NOT met'}); "
-        f"lost {lost} (target 0: {'met' if met['lost'] else 'NOT met'})"
+        f"lost {lost} (target 0: {'met' if met['lost'] else 'NOT met'}); "
+        f"round ratios {min(round_ratios):.3f}-{max(round_ratios):.3f}, median {statistics.median(round_ratios):.3f}"
+    )
+    print(
+        f"CPU per answer (server and Redis): collect {collect_cpu_us:.0f} us (Redis {redis_us:.0f}), "
+        f"parse_only {parse_only_cpu_us:.0f} us, cpu_ratio {parse_only_cpu_us / collect_cpu_us:.3f}"
     )
     print_result(
         {
@@ -601,6 +648,14 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "collect_runs_rps": [round(run.rps, 1) for run in result.runs["collect"]],
             "parse_only_runs_rps": [round(run.rps, 1) for run in result.runs["parse_only"]],
+            "collect_cpu_us": round(collect_cpu_us, 1),
+            "collect_redis_cpu_us": round(redis_us, 1),
+            "parse_only_cpu_us": round(parse_only_cpu_us, 1),
+            "cpu_ratio": round(parse_only_cpu_us / collect_cpu_us, 3),
+            "collect_runs_cpu_us": [round(run.cpu_us, 1) for run in result.runs["collect"]],
+            "parse_only_runs_cpu_us": [round(run.cpu_us, 1) for run in result.runs["parse_only"]],
+            "round_ratios": [round(value, 3) for value in round_ratios],
+            "round_ratio_median": round(statistics.median(round_ratios), 3),
         }
     )
     return 0
