@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from apps.core.models import ApiToken
+from apps.core.ratelimit import local_counts
 from apps.core.services import api_token_create
 from tests.helpers import PASSWORD, postgres_configured, redis_configured
 
@@ -31,6 +32,9 @@ def _collected_static(django_db_setup: None) -> None:
 @pytest.fixture(autouse=True)
 def _empty_cache() -> None:
     cache.clear()
+    # The rate limits' counters were in the cache: this process's view of
+    # them goes too.
+    local_counts.forget()
 
 
 def _user(username: str, *, staff: bool = False, superuser: bool = False) -> User:

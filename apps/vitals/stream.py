@@ -31,7 +31,7 @@ from django.core.signals import setting_changed
 from django.db import DatabaseError
 from django.dispatch import receiver
 
-from apps.core.ratelimit import Verdict, Window
+from apps.core.ratelimit import Verdict, Window, local_counts
 
 logger = logging.getLogger(__name__)
 
@@ -115,28 +115,25 @@ def decode_records(payload: bytes) -> list[dict[str, Any]]:
 
 
 # Counts a beacon against its rate limits and appends it to the stream only
-# if none is exceeded: one round trip where a rate-limit pipeline and an XADD
-# took two, and each Redis call is a good part of a beacon's cost
-# (bench/ingest.py).
+# if none is exceeded, atomically, in one round trip: the way a beacon is
+# counted once a counter nears its limit (apps.core.ratelimit.LocalCounts).
 # KEYS: the limits' counters, then the stream. ARGV: the counters' lifetime,
-# each limit's allowance, then the entry. Returns the counts, and the entry
-# id after them when appended.
+# each limit's allowance, the amount to add to each counter, then the entry.
+# Returns the counts, and the entry id after them when appended.
 _APPEND_WITHIN_LIMITS = """
 local limits = #KEYS - 1
 local replies = {}
 local allowed = true
 for i = 1, limits do
-  local count = redis.call('INCR', KEYS[i])
-  if count == 1 then
-    redis.call('EXPIRE', KEYS[i], ARGV[1])
-  end
+  local count = redis.call('INCRBY', KEYS[i], ARGV[limits + 1 + i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1], 'NX')
   replies[i] = count
   if count > tonumber(ARGV[i + 1]) then
     allowed = false
   end
 end
 if allowed then
-  replies[limits + 1] = redis.call('XADD', KEYS[limits + 1], '*', 'r', ARGV[limits + 2])
+  replies[limits + 1] = redis.call('XADD', KEYS[limits + 1], '*', 'r', ARGV[2 * limits + 2])
 end
 return replies
 """
@@ -144,7 +141,7 @@ return replies
 
 _APPEND_WITHIN_LIMITS_SHA = hashlib.sha1(_APPEND_WITHIN_LIMITS.encode(), usedforsecurity=False).hexdigest()
 
-# Each thread's own connection for the script. redis-py's client passes each
+# Each thread's own connection for the append. redis-py's client passes each
 # command through its pool (a lock, a fork check, a queue), its retry and
 # argument layers and its Script object, all on the beacon's path: with one
 # connection kept per thread, the call is a send and a read. bench/ingest.py
@@ -173,49 +170,88 @@ def _append_connection() -> Any:
     return connection
 
 
-def _append_within_limits(*arguments: Any) -> Any:
+def _append_round_trip(commands: list[tuple[Any, ...]]) -> list[Any]:
+    """The replies to ``commands``, sent together on this thread's
+    connection."""
     connection = _append_connection()
     try:
-        return _evaluate(connection, arguments)
+        return _send(connection, commands)
     except redis.ConnectionError:
         # Redis closed the connection while it was idle (a restart): once
         # more on a new one, which the send opens. Had the first attempt
         # been appended after all, its metrics would still be stored once:
         # each (site, metric id) is.
-        return _evaluate(connection, arguments)
+        return _send(connection, commands)
 
 
-def _evaluate(connection: Any, arguments: tuple[Any, ...]) -> Any:
+def _send(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     try:
-        try:
-            # Packed by hiredis, as redis-py packs it, without redis-py's
-            # packer, which splits the command name and checks each argument
-            # again on every call (timeit: 7.1 against 3.0 microseconds).
-            connection.send_packed_command([hiredis.pack_command((b"EVALSHA", _APPEND_WITHIN_LIMITS_SHA, *arguments))])
-            return connection.read_response()
-        except redis.exceptions.NoScriptError:
-            # Redis restarted or was told to SCRIPT FLUSH: EVAL runs the
-            # script and caches it again.
-            connection.send_command("EVAL", _APPEND_WITHIN_LIMITS, *arguments)
-            return connection.read_response()
+        # Packed by hiredis, as redis-py packs it, without redis-py's
+        # packer, which splits the command name and checks each argument
+        # again on every call (timeit: 7.1 against 3.0 microseconds).
+        connection.send_packed_command([hiredis.pack_command(command) for command in commands])
+        replies: list[Any] = []
+        error: redis.ResponseError | None = None
+        for _ in commands:
+            # Every reply is read, an error's too, so that the next
+            # round trip on this connection starts with its own.
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as exc:
+                error = error or exc
+                replies.append(exc)
     except (redis.ConnectionError, redis.TimeoutError):
         connection.disconnect()  # a reply may be half read
         raise
+    if error is not None:
+        raise error
+    return replies
+
+
+def _append_counted(window: Window, increments: list[int], payload: bytes) -> list[Any]:
+    """The script's replies: count and append atomically."""
+    keys = [*window.keys, STREAM]
+    arguments = (
+        len(keys),
+        *keys,
+        window.seconds + 1,
+        *(limit.per_window for limit in window.limits),
+        *increments,
+        payload,
+    )
+    try:
+        return list(_append_round_trip([(b"EVALSHA", _APPEND_WITHIN_LIMITS_SHA, *arguments)])[0])
+    except redis.exceptions.NoScriptError:
+        # Redis restarted or was told to SCRIPT FLUSH: EVAL runs the script
+        # and caches it again.
+        return list(_append_round_trip([(b"EVAL", _APPEND_WITHIN_LIMITS, *arguments)])[0])
 
 
 def stream_append(shared: dict[str, Any], own: list[dict[str, Any]], counters: Window) -> Verdict:
     """Count one beacon against the rate limits of ``counters`` and append
     its records (as encode_beacon has them; one XADD, durable once Redis
-    acknowledges it) unless one of them is exceeded, atomically."""
-    keys = [*counters.keys, STREAM]
-    replies = _append_within_limits(
-        len(keys),
-        *keys,
-        counters.seconds + 1,
-        *(limit.per_window for limit in counters.limits),
-        encode_beacon(shared, own),
-    )
-    return counters.verdict([int(count) for count in replies[: len(counters.keys)]])
+    acknowledges it) unless one of them is exceeded: counted in this
+    process while its counters are far below their limits, atomically with
+    the append in Redis once they near them (see LocalCounts)."""
+    claim = local_counts.claim(counters)
+    if claim.refused is not None:
+        return Verdict(claim.refused, counters.retry_after)
+    payload = encode_beacon(shared, own)
+    if claim.exact is not None:
+        replies = _append_counted(counters, claim.exact, payload)
+        counts = [int(count) for count in replies[: len(counters.keys)]]
+        local_counts.learned(counters.start, dict(zip(counters.keys, counts, strict=True)))
+        return counters.verdict(counts)
+    commands: list[tuple[Any, ...]] = []
+    lifetime = counters.seconds + 1
+    for key, amount in (claim.flush or {}).items():
+        commands.append((b"INCRBY", key, amount))
+        commands.append((b"EXPIRE", key, lifetime, b"NX"))
+    commands.append((b"XADD", STREAM, b"*", b"r", payload))
+    replies = _append_round_trip(commands)
+    if claim.flush:
+        local_counts.learned(counters.start, {key: int(replies[2 * index]) for index, key in enumerate(claim.flush)})
+    return Verdict(None, counters.retry_after)
 
 
 def stream_backlog() -> int:

@@ -8,13 +8,15 @@ import subprocess
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
+from pytest_django.fixtures import Settings as SettingsWrapper
 
+from apps.core.ratelimit import Limit, LocalCounts, Window, current_window
 from apps.resilience.breakers import redis_stream
 from apps.vitals import stream
 from apps.vitals.beacon import REPORTED_BEFORE
 from apps.vitals.collect import forget_cached_sites
 from apps.vitals.models import Metric, Rollup, Site
-from apps.vitals.services import metrics_store
+from apps.vitals.services import BEACON_RATE_WINDOW, metrics_store
 from apps.vitals.stream import GROUP, STREAM, StreamConsumer, gc_tuned_for_batches, redis_client
 from tests.helpers import BASE_DIR, PYTHON, postgres_configured, redis_configured, require, subprocess_env
 from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, metric_id, post
@@ -215,14 +217,86 @@ def test_batches_are_written_with_automatic_collection_off_and_it_comes_back_on(
     assert gc.get_freeze_count() == 0
 
 
-def test_a_beacon_is_appended_after_redis_forgot_the_script(client: Client, site: Site) -> None:
+def test_a_beacon_is_appended_after_redis_forgot_the_script(
+    client: Client, site: Site, settings: SettingsWrapper
+) -> None:
     """The count-and-append script runs by its hash; a Redis restarted or
     told to SCRIPT FLUSH no longer has it, and it is loaded again."""
     require(redis_configured() and postgres_configured(), "the stream needs Redis and PostgreSQL")
+    # A limit of 2: past half of it from the first beacon, each beacon is
+    # counted by the script.
+    settings.VITALS_RATE_LIMIT_PER_IP = 2
     assert post(client, site, beacon(lcp(n=1))).status_code == 202
     redis_client().script_flush()
     assert post(client, site, beacon(lcp(n=2))).status_code == 202
     assert redis_client().xlen(STREAM) == 2
+    assert post(client, site, beacon(lcp(n=3))).status_code == 429
+    assert redis_client().xlen(STREAM) == 2
+
+
+def _window(client_ip: str, per_ip: int, per_site: int = 1_000_000) -> Window:
+    return current_window(
+        [Limit("vitals-ip", client_ip, per_ip), Limit("vitals-site", "1", per_site)], window=BEACON_RATE_WINDOW
+    )
+
+
+def _append(window: Window) -> bool:
+    return stream.stream_append({"site_id": 1}, [{"metric_id": "m"}], window).allowed
+
+
+def _counter(window: Window, index: int) -> int:
+    return int(redis_client().get(window.keys[index]) or 0)
+
+
+def test_far_below_its_limits_a_beacon_is_counted_in_process_and_the_counts_reach_redis_in_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(LocalCounts, "FLUSH_SECONDS", 3600.0)
+    window = _window("198.51.100.7", per_ip=1000)
+    assert all(_append(window) for _ in range(10))
+    assert redis_client().xlen(STREAM) == 10
+    # The first beacon of the window brought its count along; the next nine
+    # wait for the next flush, which a beacon sends once FLUSH_SECONDS passed.
+    assert _counter(window, 0) == 1
+    monkeypatch.setattr(LocalCounts, "FLUSH_SECONDS", 0.0)
+    assert _append(window)
+    assert _counter(window, 0) == 11
+    assert _counter(window, 1) == 11
+    # The counters expire with their window, like the script's.
+    assert 0 < redis_client().ttl(window.keys[0]) <= BEACON_RATE_WINDOW + 1
+
+
+def test_past_half_its_limit_a_counter_is_counted_with_each_append_and_never_passed() -> None:
+    window = _window("198.51.100.8", per_ip=6)
+    verdicts = [_append(window) for _ in range(9)]
+    assert verdicts == [True] * 6 + [False] * 3
+    assert redis_client().xlen(STREAM) == 6
+    # Counted in Redis up to the first refusal; after it, refused in process.
+    assert _counter(window, 0) == 7
+
+
+def test_counts_another_process_added_are_learned_at_the_next_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    window = _window("198.51.100.9", per_ip=100)
+    assert _append(window)
+    # Another process counted 60 beacons from the same client meanwhile.
+    redis_client().incrby(window.keys[0], 60)
+    monkeypatch.setattr(LocalCounts, "FLUSH_SECONDS", 0.0)
+    assert _append(window)  # flushes, and learns the count: 62
+    assert _counter(window, 0) == 62
+    # Past half of the limit, so counted by the script from now on.
+    redis_client().incrby(window.keys[0], 38)
+    assert not _append(window)  # 101 > 100
+    assert redis_client().xlen(STREAM) == 2
+    # Known to be past its limit: refused in process, Redis left alone.
+    assert not _append(window)
+    assert _counter(window, 0) == 101
+
+
+def test_a_new_window_starts_from_nothing() -> None:
+    window = _window("198.51.100.10", per_ip=2)
+    assert [_append(window) for _ in range(3)] == [True, True, False]
+    later = Window(window.limits, [f"{key}-later" for key in window.keys], window.seconds, 60, window.start + 60)
+    assert _append(later)
 
 
 def test_a_beacon_is_appended_after_redis_closed_the_connection(client: Client, site: Site) -> None:
