@@ -5,7 +5,8 @@ A counter per key and window in the cache: Redis on the production path
 on the embedded default. Written here because the libraries for this
 (django-ratelimit and friends) decorate views with one rule each and need
 two cache round trips per rule; the beacon endpoint checks two limits on
-every request and must stay fast: one pipeline counts them all.
+every request and must stay fast: one pipeline counts them all, and the
+beacon stream's appends count most beacons in process (LocalCounts).
 """
 
 import logging
@@ -109,9 +110,9 @@ def hit(limits: Sequence[Limit], *, window: int) -> Verdict:
 @dataclass(slots=True)
 class Claim:
     """How one request is to be counted (LocalCounts.claim): refused at
-    once, counted in Redis with its append (``exact``: the amount to add to
-    each of the window's counters), or counted here, with the counts this
-    process has gathered to add to Redis now (``flush``; none when not due)."""
+    once; counted in Redis with its append (``exact``: the amounts to add to
+    the window's counters), perhaps with the other counts this process has
+    gathered (``flush``); or, with neither, counted here already."""
 
     refused: Limit | None = None
     exact: list[int] | None = None
@@ -125,15 +126,16 @@ class LocalCounts:
     append: bench/ingest.py served 10% fewer beacons with it than with a
     plain XADD (bench/README.md). So while a counter is far below its limit
     (at most EXACT_SHARE of it, as far as this process knows: the count
-    Redis last returned plus what this process has counted since), a request
-    is counted here, and the counts gathered are added to Redis at most every
-    FLUSH_SECONDS, in the same round trip as a beacon's append. Past that
-    share, each request is counted in Redis before its append, atomically,
-    as before. A counter can then pass its limit only when, within one
-    FLUSH_SECONDS, requests add more than the rest of EXACT_SHARE of it
-    (a flood of more than 5 x the limit a second at 0.1 s and a half), and
-    only by about what arrives in that time. A counter known to be past its
-    limit refuses at once: within a fixed window, counts only grow.
+    Redis last returned plus what this process has counted since), and what
+    it knows is less than FLUSH_SECONDS old, a request is counted here.
+    Otherwise it is counted in Redis before its append, atomically, as
+    before, and when what this process knows is older, the counts it has
+    gathered go along and it learns the totals back. A counter can then pass
+    its limit only when requests add more than the rest of EXACT_SHARE of
+    it within FLUSH_SECONDS (a flood of more than 5 x the limit a second, at
+    0.1 s and a half), and only by about what arrives in that time. A
+    counter known to be past its limit refuses at once: within a fixed
+    window, counts only grow.
     """
 
     EXACT_SHARE = 0.5
@@ -163,16 +165,21 @@ class LocalCounts:
                 new_key = not pending and key not in self._known
                 if known + pending + 1 > limit.per_window * self.EXACT_SHARE or (new_key and self._full()):
                     exact = True
-            if exact:
-                return Claim(exact=[self._pending.pop(key, 0) + 1 for key in window.keys])
-            for key in window.keys:
-                self._pending[key] = self._pending.get(key, 0) + 1
             now = time.monotonic()
-            if now - self._flushed_at < self.FLUSH_SECONDS:
+            stale = now - self._flushed_at >= self.FLUSH_SECONDS
+            if not (exact or stale):
+                for key in window.keys:
+                    self._pending[key] = self._pending.get(key, 0) + 1
                 return Claim()
-            self._flushed_at = now
-            flush, self._pending = self._pending, {}
-            return Claim(flush=flush)
+            # Counted in Redis, by the script that appends it only within
+            # the limits; when what this process knows is FLUSH_SECONDS old,
+            # its other counts go along, and it learns the totals back.
+            increments = [self._pending.pop(key, 0) + 1 for key in window.keys]
+            flush = None
+            if stale:
+                self._flushed_at = now
+                flush, self._pending = self._pending, {}
+            return Claim(exact=increments, flush=flush)
 
     def _in_window(self, start: int) -> bool:
         """Move on to the window starting at ``start`` if it is a new one;

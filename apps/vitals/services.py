@@ -502,7 +502,7 @@ def beacon_ingest(*, beacon: ParsedBeacon, limits: Sequence[Limit] = ()) -> str:
     ``limits``; returns where they went.
 
     With Redis configured, into the beacon stream (the worker writes them to
-    the database), in the same round trip as the count; when Redis fails, or
+    the database), counted as stream_append counts them; when Redis fails, or
     its breaker is open, straight into the database instead. On the embedded
     default, into the database. Raises RateLimited, having stored nothing,
     when the beacon exceeds a limit, and any other error if the records

@@ -208,23 +208,33 @@ def _send(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     return replies
 
 
-def _append_counted(window: Window, increments: list[int], payload: bytes) -> list[Any]:
-    """The script's replies: count and append atomically."""
+def _append_counted(window: Window, increments: list[int], flush: dict[str, int], payload: bytes) -> list[int]:
+    """Count and append atomically (the script), having added ``flush`` to
+    its counters, in one round trip; the counts of ``window``'s counters,
+    then of ``flush``'s."""
+    lifetime = window.seconds + 1
+    counted: list[tuple[Any, ...]] = []
+    for key, amount in flush.items():
+        counted.append((b"INCRBY", key, amount))
+        counted.append((b"EXPIRE", key, lifetime, b"NX"))
     keys = [*window.keys, STREAM]
     arguments = (
         len(keys),
         *keys,
-        window.seconds + 1,
+        lifetime,
         *(limit.per_window for limit in window.limits),
         *increments,
         payload,
     )
     try:
-        return list(_append_round_trip([(b"EVALSHA", _APPEND_WITHIN_LIMITS_SHA, *arguments)])[0])
+        replies = _append_round_trip([*counted, (b"EVALSHA", _APPEND_WITHIN_LIMITS_SHA, *arguments)])
     except redis.exceptions.NoScriptError:
         # Redis restarted or was told to SCRIPT FLUSH: EVAL runs the script
-        # and caches it again.
-        return list(_append_round_trip([(b"EVAL", _APPEND_WITHIN_LIMITS, *arguments)])[0])
+        # and caches it again. The counts before it were added already.
+        script_replies = _append_round_trip([(b"EVAL", _APPEND_WITHIN_LIMITS, *arguments)])[0]
+        return [int(count) for count in script_replies[: len(window.keys)]]
+    script_replies = replies[-1]
+    return [int(count) for count in script_replies[: len(window.keys)]] + [int(count) for count in replies[:-1:2]]
 
 
 def stream_append(shared: dict[str, Any], own: list[dict[str, Any]], counters: Window) -> Verdict:
@@ -232,26 +242,21 @@ def stream_append(shared: dict[str, Any], own: list[dict[str, Any]], counters: W
     its records (as encode_beacon has them; one XADD, durable once Redis
     acknowledges it) unless one of them is exceeded: counted in this
     process while its counters are far below their limits, atomically with
-    the append in Redis once they near them (see LocalCounts)."""
+    the append in Redis otherwise (see LocalCounts)."""
     claim = local_counts.claim(counters)
     if claim.refused is not None:
         return Verdict(claim.refused, counters.retry_after)
     payload = encode_beacon(shared, own)
-    if claim.exact is not None:
-        replies = _append_counted(counters, claim.exact, payload)
-        counts = [int(count) for count in replies[: len(counters.keys)]]
-        local_counts.learned(counters.start, dict(zip(counters.keys, counts, strict=True)))
-        return counters.verdict(counts)
-    commands: list[tuple[Any, ...]] = []
-    lifetime = counters.seconds + 1
-    for key, amount in (claim.flush or {}).items():
-        commands.append((b"INCRBY", key, amount))
-        commands.append((b"EXPIRE", key, lifetime, b"NX"))
-    commands.append((b"XADD", STREAM, b"*", b"r", payload))
-    replies = _append_round_trip(commands)
-    if claim.flush:
-        local_counts.learned(counters.start, {key: int(replies[2 * index]) for index, key in enumerate(claim.flush)})
-    return Verdict(None, counters.retry_after)
+    if claim.exact is None:
+        _append_round_trip([(b"XADD", STREAM, b"*", b"r", payload)])
+        return Verdict(None, counters.retry_after)
+    flush = claim.flush or {}
+    counts = _append_counted(counters, claim.exact, flush, payload)
+    window_counts = counts[: len(counters.keys)]
+    learned = dict(zip(flush, counts[len(counters.keys) :], strict=False))
+    learned.update(zip(counters.keys, window_counts, strict=True))
+    local_counts.learned(counters.start, learned)
+    return counters.verdict(window_counts)
 
 
 def stream_backlog() -> int:

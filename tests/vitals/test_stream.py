@@ -266,6 +266,30 @@ def test_far_below_its_limits_a_beacon_is_counted_in_process_and_the_counts_reac
     assert 0 < redis_client().ttl(window.keys[0]) <= BEACON_RATE_WINDOW + 1
 
 
+def test_a_beacon_counted_in_redis_takes_the_processs_other_counts_along(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LocalCounts, "FLUSH_SECONDS", 3600.0)
+    first, second = _window("198.51.100.11", per_ip=1000), _window("198.51.100.12", per_ip=1000)
+    assert all(_append(first) for _ in range(3))
+    assert _counter(first, 0) == 1
+    monkeypatch.setattr(LocalCounts, "FLUSH_SECONDS", 0.0)
+    assert _append(second)
+    assert (_counter(first, 0), _counter(second, 0), _counter(second, 1)) == (3, 1, 4)
+
+
+def test_a_process_whose_counts_are_old_asks_redis_before_appending(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LocalCounts, "FLUSH_SECONDS", 3600.0)
+    window = _window("198.51.100.13", per_ip=100)
+    assert _append(window)
+    # Other processes took the client past its limit meanwhile.
+    redis_client().incrby(window.keys[0], 200)
+    # Within FLUSH_SECONDS this process goes by what it knows ...
+    assert _append(window)
+    # ... and after, the script counts the next beacon, and refuses it.
+    monkeypatch.setattr(LocalCounts, "FLUSH_SECONDS", 0.0)
+    assert not _append(window)
+    assert redis_client().xlen(STREAM) == 2
+
+
 def test_past_half_its_limit_a_counter_is_counted_with_each_append_and_never_passed() -> None:
     window = _window("198.51.100.8", per_ip=6)
     verdicts = [_append(window) for _ in range(9)]
