@@ -208,10 +208,12 @@ def _send(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     return replies
 
 
-def _append_counted(window: Window, increments: list[int], flush: dict[str, int], payload: bytes) -> list[int]:
+def _append_counted(
+    window: Window, increments: list[int], flush: dict[str, int], payload: bytes
+) -> tuple[list[int], dict[str, int]]:
     """Count and append atomically (the script), having added ``flush`` to
     its counters, in one round trip; the counts of ``window``'s counters,
-    then of ``flush``'s."""
+    and of ``flush``'s."""
     lifetime = window.seconds + 1
     counted: list[tuple[Any, ...]] = []
     for key, amount in flush.items():
@@ -230,11 +232,12 @@ def _append_counted(window: Window, increments: list[int], flush: dict[str, int]
         replies = _append_round_trip([*counted, (b"EVALSHA", _APPEND_WITHIN_LIMITS_SHA, *arguments)])
     except redis.exceptions.NoScriptError:
         # Redis restarted or was told to SCRIPT FLUSH: EVAL runs the script
-        # and caches it again. The counts before it were added already.
-        script_replies = _append_round_trip([(b"EVAL", _APPEND_WITHIN_LIMITS, *arguments)])[0]
-        return [int(count) for count in script_replies[: len(window.keys)]]
-    script_replies = replies[-1]
-    return [int(count) for count in script_replies[: len(window.keys)]] + [int(count) for count in replies[:-1:2]]
+        # and caches it again. The counts before it were added already (their
+        # totals are learned at the next flush).
+        replies = _append_round_trip([(b"EVAL", _APPEND_WITHIN_LIMITS, *arguments)])
+    window_counts = [int(count) for count in replies[-1][: len(window.keys)]]
+    # Each flushed counter's INCRBY reply, the one before its EXPIRE's.
+    return window_counts, {key: int(count) for key, count in zip(flush, replies[:-1:2], strict=False)}
 
 
 def stream_append(shared: dict[str, Any], own: list[dict[str, Any]], counters: Window) -> Verdict:
@@ -250,12 +253,8 @@ def stream_append(shared: dict[str, Any], own: list[dict[str, Any]], counters: W
     if claim.exact is None:
         _append_round_trip([(b"XADD", STREAM, b"*", b"r", payload)])
         return Verdict(None, counters.retry_after)
-    flush = claim.flush or {}
-    counts = _append_counted(counters, claim.exact, flush, payload)
-    window_counts = counts[: len(counters.keys)]
-    learned = dict(zip(flush, counts[len(counters.keys) :], strict=False))
-    learned.update(zip(counters.keys, window_counts, strict=True))
-    local_counts.learned(counters.start, learned)
+    window_counts, flushed = _append_counted(counters, claim.exact, claim.flush or {}, payload)
+    local_counts.learned(counters.start, {**flushed, **dict(zip(counters.keys, window_counts, strict=True))})
     return counters.verdict(window_counts)
 
 
