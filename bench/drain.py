@@ -370,6 +370,10 @@ class DrainRun:
     wall_seconds: float
     # Seconds per poll (a few batches, read and written), in this process only.
     batches: list[float] = field(default_factory=list)
+    # `manage.py worker` only: steps that failed (and were retried after two
+    # seconds), and the error that ended the first one's traceback.
+    failed_steps: int | None = None
+    first_failure: str | None = None
 
 
 def drain_here(args: argparse.Namespace) -> DrainRun:
@@ -496,9 +500,38 @@ def drain_workers(args: argparse.Namespace, entries: int, workdir: Path) -> Drai
                 process.kill()
                 process.wait()
     ended = finished or time.perf_counter()
+    failed_steps, first_failure = worker_failures(logs)
     return DrainRun(
-        seconds=ended - (began or spawned), finished=bool(finished), cpu_seconds=None, wall_seconds=ended - spawned
+        seconds=ended - (began or spawned),
+        finished=bool(finished),
+        cpu_seconds=None,
+        wall_seconds=ended - spawned,
+        failed_steps=failed_steps,
+        first_failure=first_failure,
     )
+
+
+def worker_failures(logs: list[Path]) -> tuple[int, str | None]:
+    """Steps the workers logged as failed (apps/core/management/commands/
+    worker.py retries them), and the last line of the first traceback."""
+    count, first = 0, None
+    for log in logs:
+        lines = log.read_text(errors="replace").splitlines()
+        for number, line in enumerate(lines):
+            if "beacon stream step failed" not in line:
+                continue
+            count += 1
+            if first is not None:
+                continue
+            if line.startswith("{"):
+                # PERFHUB_LOG_JSON: the traceback is the entry's "exception".
+                first = json.loads(line).get("exception", "").strip().rpartition("\n")[2] or None
+                continue
+            # A plain traceback ends at its first line that is not indented.
+            following = lines[number + 2 :]
+            ends = [text for text in following if text and not text[0].isspace()]
+            first = ends[0] if ends else None
+    return count, first
 
 
 @dataclass
@@ -589,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"the dimension blocks count {result.block_samples} samples for {args.metrics} metrics")
     if result.stream or result.dead_letters:
         problems.append(f"{result.stream} entries left in the stream, {result.dead_letters} dead letters")
+    if run.failed_steps:
+        print(f"the workers logged {run.failed_steps} failed step(s), retried; the first: {run.first_failure}")
     if run.batches:
         batch_median, batch_max = statistics.median(run.batches), max(run.batches)
         print(f"batches: {len(run.batches)}, median {batch_median:.2f}s, slowest {batch_max:.2f}s")
@@ -629,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_max_s": round(max(run.batches), 3) if run.batches else None,
             "fill_s": round(filled.seconds, 1),
             "days": args.days,
+            "failed_steps": run.failed_steps,
         }
     )
     return 1 if problems else 0

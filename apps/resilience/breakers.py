@@ -537,8 +537,10 @@ class Breaker:
             logger.exception("breaker %s: trial not counted", self.name)
             return 1
 
-    def _after(self, *, trial: bool, failed: bool, seconds: float, error: BaseException | None) -> None:
-        slow = seconds >= self.config.slow_seconds
+    def _after(
+        self, *, trial: bool, failed: bool, seconds: float, error: BaseException | None, slow_seconds: float
+    ) -> None:
+        slow = seconds >= slow_seconds
         try:
             if trial:
                 if failed:
@@ -574,28 +576,39 @@ class Breaker:
             self._transition(CLOSED, OPEN, reason)
 
     def call(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        # As calling(), without a generator per call: the cache's breaker
+        # guards every cache lookup.
+        allowance = self.config.slow_seconds
         trial = self._admit()
         start = time.perf_counter()
         try:
             result = func(*args, **kwargs)
         except Exception as exc:
             failed = self._filter.is_system_error(exc)
-            self._after(trial=trial, failed=failed, seconds=time.perf_counter() - start, error=exc)
+            seconds = time.perf_counter() - start
+            self._after(trial=trial, failed=failed, seconds=seconds, error=exc, slow_seconds=allowance)
             raise
-        self._after(trial=trial, failed=False, seconds=time.perf_counter() - start, error=None)
+        seconds = time.perf_counter() - start
+        self._after(trial=trial, failed=False, seconds=seconds, error=None, slow_seconds=allowance)
         return result
 
     @contextmanager
-    def calling(self) -> Iterator[None]:
+    def calling(self, *, slow_seconds: float | None = None) -> Iterator[None]:
+        """Guard the block. ``slow_seconds``: how long this call may take
+        before it counts as slow, for calls whose time grows with the work
+        they are given (default: the breaker's ``slow_seconds``)."""
+        allowance = self.config.slow_seconds if slow_seconds is None else slow_seconds
         trial = self._admit()
         start = time.perf_counter()
         try:
             yield
         except Exception as exc:
             failed = self._filter.is_system_error(exc)
-            self._after(trial=trial, failed=failed, seconds=time.perf_counter() - start, error=exc)
+            seconds = time.perf_counter() - start
+            self._after(trial=trial, failed=failed, seconds=seconds, error=exc, slow_seconds=allowance)
             raise
-        self._after(trial=trial, failed=False, seconds=time.perf_counter() - start, error=None)
+        seconds = time.perf_counter() - start
+        self._after(trial=trial, failed=False, seconds=seconds, error=None, slow_seconds=allowance)
 
     def __call__(self, func: Callable[P, T]) -> Callable[P, T]:
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -17,6 +17,8 @@ _NAME = re.compile(r"^vitals_metric_p(\d{8})$")
 
 # Partitions known to exist in this process, so the common case costs no query.
 _known: set[date] = set()
+# The advisory lock of partition creation (pg advisory locks take a 64-bit key).
+_CREATE_LOCK = int.from_bytes(b"vitalspt", "big", signed=True)
 
 
 def partition_name(day: date) -> str:
@@ -35,12 +37,15 @@ def ensure_partitions(days: Iterable[date]) -> list[date]:
     missing = sorted(set(days) - _known)
     if not missing:
         return []
-    existing = set(existing_partitions())
     created = []
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Two workers creating the same partition at once both pass IF NOT
+        # EXISTS, and the second fails (DuplicateTable): they take turns,
+        # until the transaction ends, and look again once it is their turn.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATE_LOCK])
+        existing = set(existing_partitions())
         for day in missing:
             if day not in existing:
-                # IF NOT EXISTS: another worker may create it at the same time.
                 cursor.execute(
                     f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF {PARENT} "
                     "FOR VALUES FROM (%s) TO (%s)",

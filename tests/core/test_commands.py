@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django.db import connection
 
 from apps.core.locks import job_lock
-from apps.core.management.commands.worker import HEARTBEAT_KEY, default_jobs
+from apps.core.management.commands.worker import HEARTBEAT_KEY, batch_slow_seconds, default_jobs
+from apps.resilience.breakers import breaker
 from tests.helpers import require
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +48,14 @@ def test_the_worker_runs_its_jobs_and_beats(viewer: User) -> None:
     assert "stopped" in out.getvalue()
     beat = cache.get(HEARTBEAT_KEY)
     assert beat is not None and beat["at"] > 0
+
+
+def test_a_full_batch_may_take_longer_than_a_single_write_before_it_is_slow() -> None:
+    # A backlog fills every batch (50,000 metrics take seconds to write); the
+    # database breaker must not read that as a sick database.
+    single = breaker("database").config.slow_seconds
+    assert batch_slow_seconds(5) == single
+    assert batch_slow_seconds(50_000) == 50.0 > single
 
 
 @pytest.mark.django_db(transaction=True)

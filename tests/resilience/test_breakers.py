@@ -103,6 +103,24 @@ def test_opens_on_the_slow_call_rate() -> None:
     assert "took 0.05s or longer" in b.status().reason
 
 
+def test_a_call_given_a_longer_allowance_is_not_slow_within_it() -> None:
+    b = make(BreakerConfig(slow_rate=0.5, slow_seconds=0.05, minimum_calls=2))
+    for _ in range(3):
+        with b.calling(slow_seconds=1.0):
+            time.sleep(0.06)
+    assert b.current_state == CLOSED
+    assert b.status().window.slow == 0
+    # Past its own allowance, it is slow.
+    for _ in range(2):
+        with b.calling(slow_seconds=0.01):
+            time.sleep(0.02)
+    assert b.status().window.slow == 2
+    assert b.current_state == CLOSED  # 2 of 5: under the slow rate
+    with b.calling(slow_seconds=0.01):
+        time.sleep(0.02)
+    assert b.current_state == OPEN
+
+
 def test_excluded_exceptions_do_not_count_as_failures() -> None:
     b = Breaker("test-excluded", BreakerConfig(minimum_calls=2), exclude=[KeyError], store=SharedStore())
 

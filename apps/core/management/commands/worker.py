@@ -57,13 +57,27 @@ def _prepare(records: list[dict[str, object]]) -> PreparedBatch:
     return metrics_prepare(records=records)
 
 
+# A batch's write takes the longer the more metrics it holds, and with a
+# backlog every batch is full (50,000 metrics, a few seconds). It counts as a
+# slow call of the database breaker only below this rate, so that a backlog
+# does not open the breaker (and show the database as down) by itself.
+SLOW_BATCH_METRICS_PER_S = 1000
+
+
+def batch_slow_seconds(metrics: int) -> float:
+    """How long the write of a batch of ``metrics`` may take before it counts
+    as slow: the breaker's own allowance, or more for a large batch."""
+    return max(breaker("database").config.slow_seconds, metrics / SLOW_BATCH_METRICS_PER_S)
+
+
 def _store_behind_breaker(batch: PreparedBatch) -> object:
     """Write a batch of stream records to the database through its breaker,
     whose state the web processes show as the "database down" degradation
     mode. An open breaker is a DatabaseError to the consumer: the entries
     stay pending."""
     try:
-        return breaker("database").call(metrics_write, batch=batch)
+        with breaker("database").calling(slow_seconds=batch_slow_seconds(len(batch.latest))):
+            return metrics_write(batch=batch)
     except pybreaker.CircuitBreakerError as exc:
         raise DatabaseError(str(exc)) from exc
 
