@@ -129,8 +129,7 @@ def metrics_write(*, batch: PreparedBatch) -> StoreResult:
 
     1. New rows are inserted. PostgreSQL: first reports by COPY, the rest
        by COPY into a staging table and INSERT ... ON CONFLICT DO NOTHING
-       (see _copy_first_reports, which needs no lock, and
-       _insert_later_reports); the unique index tells which were
+       (see _insert_new_postgresql); the unique index tells which were
        stored already, and only those are read back, so that the common
        batch, all new, reads nothing (a lookup of every key is planned from
        statistics, which a partition being filled does not have yet).
@@ -147,16 +146,11 @@ def metrics_write(*, batch: PreparedBatch) -> StoreResult:
     if not latest:
         return StoreResult(0, 0, 0, 0)
     with transaction.atomic():
+        _lock_sites(key[0] for key in latest)
         ensure_partitions({key[1] for key in latest})
         postgresql = connection.vendor == "postgresql"
-        # The bulk of a batch, its first reports, is written before the
-        # site locks are taken, so that the workers of a deployment write
-        # their raw rows at the same time and wait for each other only for
-        # the rollups (see _copy_first_reports).
-        later = _copy_first_reports(batch) if postgresql else []
-        _lock_sites(key[0] for key in latest)
         # Elsewhere every key is read.
-        already = _insert_later_reports(later) if postgresql else set(latest)
+        already = _insert_new_postgresql(batch) if postgresql else set(latest)
         stored = _stored_rows(list(already))
         # The same moment as the delta's: a metric near the minute horizon
         # is taken out of the bucket it was counted in.
@@ -233,43 +227,29 @@ def _stored_rows(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str,
     return rows
 
 
-def _copy_first_reports(batch: PreparedBatch) -> list[tuple[Any, ...]]:
-    """COPY the batch's first reports straight into vitals_metric, in a
-    savepoint; returns the rows left for _insert_later_reports.
+def _insert_new_postgresql(batch: PreparedBatch) -> set[tuple[Any, ...]]:
+    """Insert the batch's rows not stored yet; returns the keys of the
+    others, stored already.
 
-    None can be stored yet, so COPY, half the cost of an INSERT ... ON
+    First reports are COPYed straight into vitals_metric, in a savepoint:
+    none can be stored yet, so COPY, half the cost of an INSERT ... ON
     CONFLICT from a staging table, nearly always succeeds. When one was
     stored after all (a stream entry delivered again after a failed
     acknowledgement, or a client that said first report twice), the unique
     index refuses the COPY, the savepoint undoes it, and those rows go the
-    way of the later reports.
+    way of the others.
 
-    This needs no site lock: the unique index alone keeps two workers from
-    storing one metric twice (the second waits for the first to commit,
-    then is refused). Nothing is read back, so nothing decided here can be
-    out of date once the lock is held; a worker that meets another's
-    uncommitted row here waits for it, which PostgreSQL resolves as a
-    deadlock in the rare case the other waits for this worker's lock (one
-    batch is rolled back and retried, see apps.vitals.stream)."""
-    if not batch.first_reports:
-        return batch.later_reports
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            copy_rows(cursor, "vitals_metric", COLUMNS, batch.first_reports)
-    except IntegrityError:
-        logger.info("a batch's first reports were stored already; writing them as later reports")
-        return batch.first_reports + batch.later_reports
-    return batch.later_reports
-
-
-def _insert_later_reports(later: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
-    """Insert the rows of ``later`` not stored yet; returns the keys of the
-    others, stored already. Called holding the site locks: what is stored
-    decides the rollups' correction.
-
-    They are COPYed into the staging table, and those not stored yet
-    inserted from it. The staging table keeps every one of them for
-    _write_postgresql."""
+    The others (later reports) are COPYed into the staging table, and those
+    not stored yet inserted from it. The staging table keeps every one of
+    them for _write_postgresql."""
+    later = batch.later_reports
+    if batch.first_reports:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                copy_rows(cursor, "vitals_metric", COLUMNS, batch.first_reports)
+        except IntegrityError:
+            logger.info("a batch's first reports were stored already; writing them as later reports")
+            later = batch.first_reports + later
     if not later:
         return set()
     with connection.cursor() as cursor:
