@@ -134,23 +134,37 @@ def metrics_write(*, batch: PreparedBatch) -> StoreResult:
        batch, all new, reads nothing (a lookup of every key is planned from
        statistics, which a partition being filled does not have yet).
        Elsewhere every key is read first.
-    2. The batch's delta counted every metric as new; those stored already
+    2. The site locks are taken (PostgreSQL; SQLite has one writer at a
+       time already). Only the rest needs them, so the workers of a
+       deployment insert their raw rows at the same time.
+    3. The batch's delta counted every metric as new; those stored already
        are taken out again by a second, small delta (the correction).
-    3. A metric reported again with a new value is taken out of its rollup
+    4. A metric reported again with a new value is taken out of its rollup
        with its old value and put back with the new one, and its row
        updated; one re-delivered with the same value changes nothing (it is
        counted in and out again, a change of zero).
-    4. The rollup delta and its correction are merged into the rollup rows.
+    5. The rollup delta and its correction are merged into the rollup rows.
+
+    Why step 1 needs no lock: the unique index alone keeps two workers from
+    inserting one metric twice (the second waits for the first to commit,
+    then finds it stored). And a worker holding a lock never waits for one
+    still inserting: an insert waits only for another's uncommitted insert
+    of the same key, and under the lock a worker inserts nothing new; it
+    updates rows committed before it took the lock, which inserts do not
+    lock. Two inserting workers wait for each other only if each holds a
+    metric the other has too, in the opposite order (a later report ahead
+    of its first in the stream); PostgreSQL breaks that deadlock by rolling
+    one batch back, which is retried (apps.vitals.stream).
     """
     latest = batch.latest
     if not latest:
         return StoreResult(0, 0, 0, 0)
     with transaction.atomic():
-        _lock_sites(key[0] for key in latest)
         ensure_partitions({key[1] for key in latest})
         postgresql = connection.vendor == "postgresql"
         # Elsewhere every key is read.
         already = _insert_new_postgresql(batch) if postgresql else set(latest)
+        _lock_sites(key[0] for key in latest)
         stored = _stored_rows(list(already))
         # The same moment as the delta's: a metric near the minute horizon
         # is taken out of the bucket it was counted in.

@@ -1,6 +1,7 @@
-"""Two workers writing at once, on PostgreSQL: they take turns per site (the
-site's advisory lock) and to create a partition, and what one worker stores
-is never counted twice by the other. Each worker is a thread with its own
+"""Two workers writing at once, on PostgreSQL: each inserts its raw rows
+without the site's lock and writes the rollups under it, they take turns to
+create a partition, and what one worker stores is never counted twice by
+the other. Each worker is a thread with its own
 database connection; the test holds one worker's transaction open and reads
 what the other is waiting for from pg_stat_activity."""
 
@@ -70,7 +71,8 @@ class Worker(threading.Thread):
 
 def waits_for(worker: Worker, wait_event: str) -> bool:
     """Whether ``worker``'s backend is waiting on a lock of that kind
-    ('advisory': a site's lock or the partition creation lock)."""
+    ('advisory': a site's lock or the partition creation lock;
+    'transactionid': another's uncommitted row)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [worker.backend_pid])
         row = cursor.fetchone()
@@ -107,13 +109,22 @@ def first(site: Site, n: int, **fields: Any) -> dict[str, Any]:
     return {**record(site, n, value=fields.pop("value", 1000.0), **fields), REPORTED_BEFORE: False}
 
 
-def test_two_workers_write_to_the_same_rollup_one_after_the_other(site: Site) -> None:
+def test_a_worker_inserts_its_raw_rows_while_another_holds_the_site_lock(site: Site) -> None:
     holder = Worker(write([first(site, n) for n in range(5)]), hold=True)
     holder.start()
     assert holder.done_work.wait(30) and holder.error is None
     other = Worker(write([first(site, n) for n in range(5, 10)]))
     other.start()
     wait_until_waiting(other, "advisory")
+    # Waiting for the site lock, the other worker has COPYed its rows already:
+    # its backend holds the write lock of the day's partition.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = %s AND granted AND mode = 'RowExclusiveLock' "
+            "AND relation = %s::regclass",
+            [other.backend_pid, partition_name(NOW.date())],
+        )
+        assert cursor.fetchone() == (1,)
     assert holder.finish().inserted == 5
     assert other.finish().inserted == 5
     assert Metric.objects.filter(site=site).count() == 10
@@ -126,11 +137,12 @@ def test_a_metric_delivered_to_two_workers_at_once_is_stored_and_counted_once(si
     holder = Worker(write([first(site, 1)]), hold=True)
     holder.start()
     assert holder.done_work.wait(30) and holder.error is None
-    # The same first report again (a stream entry delivered twice): once the
-    # holder has committed, its COPY is refused and the metric found stored.
+    # The same first report again (a stream entry delivered twice): its COPY
+    # waits for the holder's uncommitted row, then is refused, and the
+    # metric is found stored.
     other = Worker(write([first(site, 1), first(site, 2)]))
     other.start()
-    wait_until_waiting(other, "advisory")
+    wait_until_waiting(other, "transactionid")
     assert holder.finish().inserted == 1
     result = other.finish()
     assert (result.inserted, result.unchanged) == (1, 1)
@@ -142,10 +154,12 @@ def test_a_later_report_waits_for_the_first_and_replaces_its_value(site: Site) -
     holder = Worker(write([first(site, 1, value=1000.0)]), hold=True)
     holder.start()
     assert holder.done_work.wait(30) and holder.error is None
-    later = record(site, 1, value=3000.0)  # reported before: read under the lock
+    # Reported before: inserted only if not stored, which waits for the
+    # holder's uncommitted row; then read and replaced under the lock.
+    later = record(site, 1, value=3000.0)
     other = Worker(write([later]))
     other.start()
-    wait_until_waiting(other, "advisory")
+    wait_until_waiting(other, "transactionid")
     holder.finish()
     assert other.finish().replaced == 1
     assert Metric.objects.get(site=site).value == 3000.0
@@ -172,3 +186,26 @@ def test_two_workers_creating_the_same_partition_take_turns() -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {partition_name(day)}")
         forget_known_partitions()
+
+
+def test_a_first_and_a_later_report_in_two_waiting_batches_do_not_deadlock(site: Site) -> None:
+    # A third worker holds the site lock while a first report is inserted
+    # (its worker then waits for the lock) and a later report of the same
+    # metric waits for that insert. Were the later report inserted under the
+    # lock, whichever got the lock first would decide: the later report's
+    # worker would wait for the first's row while holding the lock the
+    # first's worker waits for.
+    holder = Worker(write([first(site, 9)]), hold=True)
+    holder.start()
+    assert holder.done_work.wait(30) and holder.error is None
+    first_report = Worker(write([first(site, 1, value=1000.0)]))
+    first_report.start()
+    wait_until_waiting(first_report, "advisory")
+    later_report = Worker(write([record(site, 1, value=3000.0)]))
+    later_report.start()
+    wait_until_waiting(later_report, "transactionid")
+    holder.finish()
+    assert first_report.finish().inserted == 1
+    assert later_report.finish().replaced == 1
+    assert Metric.objects.get(site=site, pageview="pv-1").value == 3000.0
+    assert samples(site) == 2
