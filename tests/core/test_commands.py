@@ -1,4 +1,5 @@
 import io
+import threading
 
 import psycopg
 import pytest
@@ -8,9 +9,17 @@ from django.core.management import call_command
 from django.db import connection
 
 from apps.core.locks import job_lock
-from apps.core.management.commands.worker import HEARTBEAT_KEY, batch_slow_seconds, default_jobs
+from apps.core.management.commands.worker import (
+    HEARTBEAT_KEY,
+    _store_behind_breaker,
+    batch_slow_seconds,
+    default_jobs,
+)
 from apps.resilience.breakers import breaker
+from apps.vitals.models import Metric, Site
+from apps.vitals.services import _site_lock_key, metrics_prepare
 from tests.helpers import require
+from tests.vitals.test_store import record
 
 pytestmark = pytest.mark.django_db
 
@@ -59,10 +68,42 @@ def test_a_full_batch_may_take_longer_than_a_single_write_before_it_is_slow() ->
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_lock_is_held_by_one_process_at_a_time() -> None:
-    require(connection.vendor == "postgresql", "advisory locks are PostgreSQL's")
+def test_a_full_batch_slowed_by_the_database_is_slow_only_past_its_allowance() -> None:
+    require(connection.vendor == "postgresql", "the site lock is PostgreSQL's")
+    database = breaker("database")
+    database.forget_local()
+    database.close("test set-up")
+    site = Site.objects.create(name="slow", allowed_origins=["*"])
+    # Another session holds the site's lock, so that each write waits for it
+    # a little longer than a single call may take before it is slow.
+    other = _other_session()
+    wait = database.config.slow_seconds + 0.3
+    try:
+        start = 0
+        for metrics, slow_after in ((5_000, 0), (5, 1)):
+            records = [record(site, n, value=1000.0) for n in range(start, start + metrics)]
+            start += metrics
+            other.execute("SELECT pg_advisory_lock(%s)", [_site_lock_key(site.pk)])
+            unlock = threading.Timer(
+                wait, lambda: other.execute("SELECT pg_advisory_unlock(%s)", [_site_lock_key(site.pk)])
+            )
+            unlock.start()
+            _store_behind_breaker(metrics_prepare(records=records))
+            unlock.join()
+            # 5,000 metrics may take 5 s; 5 metrics, the breaker's 2 s.
+            window = database.status().window
+            assert window.slow == slow_after, (metrics, window)
+        assert Metric.objects.filter(site=site).count() == 5_005
+        assert database.current_state == "closed"
+    finally:
+        other.close()
+        database.close("test tear-down")
+
+
+def _other_session() -> psycopg.Connection:
+    """A PostgreSQL session of its own (another worker replica)."""
     settings = connection.settings_dict
-    other = psycopg.connect(
+    return psycopg.connect(
         host=settings["HOST"] or "127.0.0.1",
         port=settings["PORT"] or 5432,
         user=settings["USER"],
@@ -70,6 +111,12 @@ def test_a_job_lock_is_held_by_one_process_at_a_time() -> None:
         dbname=settings["NAME"],
         autocommit=True,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_lock_is_held_by_one_process_at_a_time() -> None:
+    require(connection.vendor == "postgresql", "advisory locks are PostgreSQL's")
+    other = _other_session()
     try:
         with job_lock("job:test") as acquired:
             assert acquired
