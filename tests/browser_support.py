@@ -4,10 +4,13 @@ violations and console errors, and a hero image that counts for LCP."""
 import random
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import ConsoleMessage, Error, Page
+from django.db import connections
+from playwright.sync_api import ConsoleMessage, Error, Page, Playwright, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium tries Google's hosts, and
@@ -91,6 +94,29 @@ def assert_longest_script_if_attributed(attribution: dict[str, Any], script_url:
         assert attribution["longestScriptInvoker"] == "BUTTON#add-to-cart.onclick"
         assert attribution["longestScriptDuration"] >= 140
         assert attribution["longestScriptSubpart"] == "processing-duration"
+
+
+@contextmanager
+def playwright_running() -> Iterator[Playwright]:
+    """Playwright's sync API, started for the length of a with block; the
+    database connections this thread opened meanwhile are closed at its end.
+
+    While Playwright runs, it marks an asyncio loop as running in this
+    thread, and Django then keeps the thread's connections apart from its
+    usual ones (asgiref's Local follows the async context while a loop
+    runs). The test teardown, after the block, closes only the usual ones:
+    a connection opened inside stayed checked out of the pool, and dropping
+    the test database at the end of the run failed with "being accessed by
+    other users". Only open ones are closed: Django refuses even a no-op
+    close while a loop runs unless the test allowed it, and a test that
+    opened one inside the block had to allow it."""
+    with sync_playwright() as driver:
+        try:
+            yield driver
+        finally:
+            for connection in connections.all(initialized_only=True):
+                if connection.connection is not None:
+                    connection.close()
 
 
 def record_console_errors(page: Page, errors: list[str]) -> None:

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.staticfiles.handlers import StaticFilesHandler
-from playwright.sync_api import Browser, Page, Playwright, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, ViewportSize
 from pytest_django.live_server_helper import LiveServer
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, record_console_errors
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, playwright_running, record_console_errors
 from tests.helpers import require
 
 DESKTOP = ViewportSize(width=1280, height=800)
@@ -52,7 +52,7 @@ def playwright() -> Iterator[Playwright]:
         # loop and would refuse them. The live server answers in its own
         # thread and is unaffected.
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as driver:
+        with playwright_running() as driver:
             yield driver
 
 

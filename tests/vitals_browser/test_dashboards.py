@@ -22,7 +22,7 @@ from django.contrib.auth.models import User
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.http import QueryDict
 from django.utils import timezone
-from playwright.sync_api import Page, Response, expect, sync_playwright
+from playwright.sync_api import Page, Response, expect
 from pytest_django.live_server_helper import LiveServer
 
 from apps.vitals.filters import dashboard_query_parse
@@ -30,7 +30,7 @@ from apps.vitals.models import Site
 from apps.vitals.selectors import attribution_top, beacons_last_minute, route_table, vitals_summary
 from apps.vitals.services import metrics_store, site_create
 from apps.vitals.templatetags.vitals_format import vital_number
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, record_console_errors
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, playwright_running, record_console_errors
 from tests.helpers import PASSWORD, require
 from tests.vitals.helpers import CHROME_DESKTOP, ORIGIN, beacon, drain, lcp, metric_id
 from tests.vitals.test_pages import pageviews
@@ -142,7 +142,7 @@ def test_dashboards_follow_the_question_and_refresh_live(
     require(CHROMIUM.exists(), f"{CHROMIUM} is not installed (apt-get install chromium)")
     errors: list[str] = []
     polls: list[tuple[int, str]] = []
-    with sync_playwright() as driver:
+    with playwright_running() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})

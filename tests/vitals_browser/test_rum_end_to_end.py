@@ -27,7 +27,7 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.http import HttpResponse, HttpResponseBase
 from django.templatetags.static import static
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 from pytest_django.live_server_helper import LiveServer
 
 from apps.vitals.beacon import rating_for
@@ -40,6 +40,7 @@ from tests.browser_support import (
     HERO_PNG,
     INTERACTION_REPORTED,
     assert_longest_script_if_attributed,
+    playwright_running,
     record_console_errors,
 )
 from tests.helpers import require
@@ -297,7 +298,7 @@ def browsing(*, user_agent: str | None) -> Iterator[tuple[Page, list[str]]]:
     pagehide, which outlives its page, still carries HeadlessChrome."""
     errors: list[str] = []
     args = [*CHROMIUM_ARGS, f"--user-agent={user_agent}"] if user_agent else CHROMIUM_ARGS
-    with sync_playwright() as driver:
+    with playwright_running() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 720})

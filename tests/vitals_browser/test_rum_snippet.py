@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright
 
 from tests.browser_support import (
     CHROMIUM,
@@ -31,6 +31,7 @@ from tests.browser_support import (
     INTERACTION_REPORTED,
     LONGEST_SCRIPT_FIELDS,
     assert_longest_script_if_attributed,
+    playwright_running,
 )
 from tests.helpers import require
 
@@ -245,7 +246,7 @@ def capture() -> Iterator[Capture]:
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     require(CHROMIUM.exists(), f"{CHROMIUM} is not installed (apt-get install chromium)")
-    with sync_playwright() as driver:
+    with playwright_running() as driver:
         yield driver
 
 
